@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Back up a directory tree to S3, uploading only new and changed files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import s3common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ass3Backup.py",
+        description="Upload every new or changed file under DIR to s3://BUCKET/PREFIX/.",
+    )
+    parser.add_argument("directory", metavar="DIR", nargs="?", help="the folder to back up")
+    parser.add_argument("--prefix", help="backup name in the bucket (default: basename of DIR)")
+    parser.add_argument(
+        "--list",
+        nargs="?",
+        const="",
+        metavar="NAME",
+        help="list buckets and backups, or the objects of backup NAME, then exit",
+    )
+    s3common.add_connection_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list is None and not args.directory:
+        parser.error("DIR is required (or use --list)")
+
+    def run() -> int:
+        if args.list is not None:
+            conn, bucket = s3common.connect(args)
+            print("\n".join(s3common.format_listing(conn, bucket, args.list or None)))
+            return s3common.EXIT_OK
+        root = s3common.check_directory(args.directory)
+        prefix = (
+            s3common.normalize_prefix(args.prefix) if args.prefix else s3common.default_prefix(root)
+        )
+        conn, bucket = s3common.connect(args)
+        summary = s3common.backup(conn, root, bucket=bucket, prefix=prefix)
+        print(f"{args.directory} -> s3://{bucket}/{prefix}/: {summary.line()}")
+        return summary.exit_code
+
+    return s3common.run_main("ass3Backup", args.verbose, run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

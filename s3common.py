@@ -1,0 +1,1154 @@
+"""Shared machinery behind ass3Backup.py and ass3Restore.py.
+
+The module reads top to bottom: errors and plain data, pure planning, local file
+I/O, S3 I/O, then the two orchestrations (`backup`, `restore`) and the listings.
+Everything that decides *what* to transfer is a pure function of plain values;
+every S3 request goes through one `Connection`, so it can be counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import ipaddress
+import logging
+import os
+import re
+import stat
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import boto3
+from boto3.exceptions import Boto3Error
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ProfileNotFound,
+)
+from s3transfer.utils import ChunksizeAdjuster
+
+log = logging.getLogger("ass3")
+
+EXIT_OK = 0
+EXIT_FAILURES = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+MiB = 1024 * 1024
+DEFAULT_WORKERS = 8
+MULTIPART_THRESHOLD = 8 * MiB
+MULTIPART_CHUNKSIZE = 8 * MiB
+READ_CHUNK = 1 * MiB
+# Part uploads/downloads in flight for one big file; the pool is sized for all of them.
+TRANSFER_CONCURRENCY = 4
+DEFAULT_MAX_ATTEMPTS = 5
+BUCKET_ENV = "ASS3_BUCKET"
+# Top-level prefix the tool keeps for its own records; never a backup name.
+RESERVED_PREFIX = ".ass3"
+# Metadata keys S3 stores with each object (S3 lowercases them; values must be ASCII).
+META_MD5 = "md5"
+META_MTIME = "mtime"
+META_MODE = "mode"
+
+# Reasons a file is transferred, shown with --verbose and in failure reports.
+NEW = "new"
+SIZE_CHANGED = "size changed"
+CONTENT_CHANGED = "content changed"
+SAME_SIZE = "same size"  # sizes match: the content must be compared before deciding
+
+NO_CREDENTIALS_HELP = (
+    "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+    "or AWS_PROFILE / --profile for a profile in ~/.aws/credentials (see `aws configure`)"
+)
+
+
+class Ass3Error(Exception):
+    """A problem that stops the whole run; `main()` prints it as one line."""
+
+    exit_code = EXIT_USAGE
+
+
+class FileProblem(Exception):
+    """A problem with one file or object: it is reported and the run goes on."""
+
+
+# ---------------------------------------------------------------------------
+# Plain data
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A regular file found on disk. `rel` is its '/'-separated path below the root."""
+
+    rel: str
+    path: str
+    size: int
+    mtime_ns: int
+    mode: int
+
+
+@dataclass(frozen=True)
+class RemoteObject:
+    """One object from a listing. `rel` is its key with the backup prefix removed."""
+
+    rel: str
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime
+
+
+@dataclass(frozen=True)
+class Step:
+    """One planned transfer from `source` to `target` (None when the target lacks it)."""
+
+    rel: str
+    source: LocalFile | RemoteObject
+    target: LocalFile | RemoteObject | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    """MD5 of a whole file, plus the MD5 of each multipart part when it has parts."""
+
+    md5: str
+    part_md5s: tuple[bytes, ...] = ()
+
+
+@dataclass
+class Summary:
+    """What one run did, for the closing line and the exit code."""
+
+    action: str
+    transferred: int = 0
+    transferred_bytes: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    requests: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_FAILURES if self.failures else EXIT_OK
+
+    def line(self) -> str:
+        requests = sum(self.requests.values())
+        return (
+            f"{self.action} {plural(self.transferred, 'file')} "
+            f"({human_bytes(self.transferred_bytes)}), "
+            f"unchanged {self.unchanged}, skipped {self.skipped}, failed {len(self.failures)} "
+            f"in {self.seconds:.1f}s ({requests} requests)"
+        )
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------
+# Pure planning and validation
+# ---------------------------------------------------------------------------
+
+
+def plan_transfers(
+    sources: Iterable[LocalFile | RemoteObject],
+    targets: Mapping[str, LocalFile | RemoteObject],
+) -> list[Step]:
+    """Decide what to copy from sources to targets, from names and sizes alone.
+
+    Used both ways: a backup plans local files onto the listing, a restore plans the
+    listing onto local files. A step whose reason is SAME_SIZE still needs its
+    content compared (`etag_matches`) before it is transferred.
+    """
+    steps = []
+    for source in sources:
+        target = targets.get(source.rel)
+        if target is None:
+            reason = NEW
+        elif target.size != source.size:
+            reason = SIZE_CHANGED
+        else:
+            reason = SAME_SIZE
+        steps.append(Step(source.rel, source, target, reason))
+    return sorted(steps, key=lambda step: step.rel)
+
+
+_PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
+_MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-(\d+)$")
+
+
+def is_plain_md5(etag: str) -> bool:
+    return bool(_PLAIN_MD5.match(etag))
+
+
+def multipart_etag(part_md5s: Iterable[bytes]) -> str:
+    """The ETag S3 gives a multipart upload: MD5 of the parts' binary MD5s, then -count."""
+    parts = list(part_md5s)
+    return f"{hashlib.md5(b''.join(parts)).hexdigest()}-{len(parts)}"
+
+
+def etag_matches(etag: str, digest: FileDigest) -> bool | None:
+    """Whether a listed ETag proves the content equals `digest`.
+
+    True or False when the ETag can be compared; None when it cannot (a multipart
+    upload with another part size, or an ETag that is not an MD5, as with SSE-KMS).
+    """
+    if is_plain_md5(etag):
+        return etag == digest.md5
+    multipart = _MULTIPART_ETAG.match(etag)
+    if multipart and digest.part_md5s and int(multipart.group(1)) == len(digest.part_md5s):
+        return etag == multipart_etag(digest.part_md5s) or None
+    return None
+
+
+def part_size_for(size: int, *, threshold: int, chunksize: int) -> int | None:
+    """The part size boto3 uses to upload a file of `size` bytes; None if single-part."""
+    if size < threshold:
+        return None
+    return ChunksizeAdjuster().adjust_chunksize(chunksize, size)
+
+
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_BUCKET_BAD_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_BUCKET_BAD_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+
+
+def validate_bucket_name(name: str) -> str:
+    """Apply S3's general-purpose bucket naming rules before any request is made."""
+    problem = None
+    if not _BUCKET_NAME.match(name):
+        problem = (
+            "3-63 characters of a-z, 0-9, '.' and '-', starting and ending with a letter or digit"
+        )
+    elif ".." in name or ".-" in name or "-." in name:
+        problem = "no '..', '.-' or '-.'"
+    elif name.startswith(_BUCKET_BAD_PREFIXES) or name.endswith(_BUCKET_BAD_SUFFIXES):
+        problem = "a prefix or suffix that S3 reserves"
+    else:
+        try:
+            ipaddress.ip_address(name)
+            problem = "not formatted as an IP address"
+        except ValueError:
+            pass
+    if problem:
+        raise Ass3Error(f"invalid bucket name {name!r}: a bucket name needs {problem}")
+    return name
+
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def unsafe_key_reason(rel: str) -> str | None:
+    """Why a key (relative to the backup prefix) must not become a local path, or None.
+
+    A key is plain text chosen by whoever wrote the bucket; only keys made of
+    ordinary path segments are turned into files below the destination.
+    """
+    if not rel:
+        return "empty name"
+    if rel.startswith("/"):
+        return "absolute path"
+    if "\\" in rel:
+        return "backslash in name"
+    if _CONTROL_CHARS.search(rel):
+        return "control character in name"
+    for segment in rel.split("/"):
+        if segment in ("", ".", ".."):
+            return f"path segment {segment!r}"
+        if len(segment.encode("utf-8", "surrogatepass")) > 255:
+            return "path segment longer than 255 bytes"
+    return None
+
+
+def normalize_prefix(prefix: str) -> str:
+    """A backup name: '/'-separated safe segments, not the reserved prefix."""
+    cleaned = prefix.strip("/")
+    reason = unsafe_key_reason(cleaned)
+    if reason:
+        raise Ass3Error(f"invalid backup name {prefix!r}: {reason}")
+    if cleaned.split("/")[0] == RESERVED_PREFIX:
+        raise Ass3Error(f"invalid backup name {prefix!r}: {RESERVED_PREFIX}/ is reserved")
+    return cleaned
+
+
+def default_prefix(directory: str) -> str:
+    """The backup name for DIR: its basename (`/data/photos/` -> `photos`)."""
+    name = os.path.basename(os.path.abspath(directory))
+    if not name:
+        raise Ass3Error(f"cannot name a backup of {directory!r}; pass --prefix NAME")
+    return normalize_prefix(name)
+
+
+# ---------------------------------------------------------------------------
+# Local files
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Scan:
+    """The regular files under a root, plus what was skipped or could not be read."""
+
+    files: list[LocalFile] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+def check_directory(directory: str) -> str:
+    """The absolute path of DIR, or a clear error if it cannot be backed up."""
+    path = os.path.abspath(directory)
+    if not os.path.exists(path):
+        raise Ass3Error(f"{directory}: no such directory")
+    if not os.path.isdir(path):
+        raise Ass3Error(f"{directory}: not a directory")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise Ass3Error(f"{directory}: permission denied")
+    return path
+
+
+def scan_tree(root: str) -> Scan:
+    """Walk `root` with os.walk, without following symlinks.
+
+    Symlinks and special files are skipped; unreadable folders and names that are
+    not valid UTF-8 (S3 keys must be) are problems, reported without stopping.
+    """
+    scan = Scan()
+
+    def unreadable(error: OSError) -> None:
+        scan.problems.append((error.filename or root, error.strerror or str(error)))
+
+    for folder, dirnames, filenames in os.walk(root, onerror=unreadable):
+        dirnames.sort()
+        for name in list(dirnames):
+            if os.path.islink(os.path.join(folder, name)):
+                dirnames.remove(name)
+                scan.skipped.append((os.path.join(folder, name), "symlink"))
+        for name in sorted(filenames):
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, root).replace(os.sep, "/")
+            try:
+                rel.encode("utf-8")
+            except UnicodeEncodeError:
+                scan.problems.append((path, "name is not valid UTF-8"))
+                continue
+            try:
+                st = os.lstat(path)
+            except OSError as error:
+                scan.problems.append((path, error.strerror or str(error)))
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                scan.skipped.append((path, "symlink"))
+            elif not stat.S_ISREG(st.st_mode):
+                scan.skipped.append((path, "special file"))
+            else:
+                scan.files.append(
+                    LocalFile(rel, path, st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode))
+                )
+    return scan
+
+
+def read_chunks(fileobj: Any, limit: int | None = None) -> Iterator[bytes]:
+    """Yield a file's bytes in READ_CHUNK pieces (never the whole file in memory)."""
+    remaining = limit
+    while remaining is None or remaining > 0:
+        chunk = fileobj.read(READ_CHUNK if remaining is None else min(READ_CHUNK, remaining))
+        if not chunk:
+            return
+        if remaining is not None:
+            remaining -= len(chunk)
+        yield chunk
+
+
+def local_checksum(fileobj: Any, part_size: int | None) -> FileDigest:
+    """MD5 of a file, and of each `part_size` part when it was uploaded in parts."""
+    whole = hashlib.md5()
+    if part_size is None:
+        for chunk in read_chunks(fileobj):
+            whole.update(chunk)
+        return FileDigest(whole.hexdigest())
+    parts = []
+    while True:
+        part = hashlib.md5()
+        length = 0
+        for chunk in read_chunks(fileobj, part_size):
+            whole.update(chunk)
+            part.update(chunk)
+            length += len(chunk)
+        if length == 0 and parts:
+            break
+        parts.append(part.digest())
+        if length < part_size:
+            break
+    return FileDigest(whole.hexdigest(), tuple(parts))
+
+
+def _same_file_state(before: os.stat_result, after: os.stat_result) -> bool:
+    return (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns)
+
+
+# ---------------------------------------------------------------------------
+# S3 connection, errors and bucket
+# ---------------------------------------------------------------------------
+
+
+def describe_client_error(error: Exception, action: str, bucket: str | None = None) -> str:
+    """One line a user can act on, for an error from botocore or boto3."""
+    where = f" on s3://{bucket}" if bucket else ""
+    if isinstance(error, (NoCredentialsError, PartialCredentialsError)):
+        return NO_CREDENTIALS_HELP
+    if isinstance(error, EndpointConnectionError):
+        url = error.kwargs.get("endpoint_url")
+        return f"cannot reach the S3 endpoint {url}: is the URL right and the server up?"
+    if isinstance(error, ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        message = error.response.get("Error", {}).get("Message", "")
+        if code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled"):
+            return f"access denied: {action}{where} is not allowed for these credentials"
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidClientTokenId"):
+            return f"the credentials were rejected ({code}): check the access key and secret"
+        if code in ("NoSuchBucket", "404") and bucket:
+            return f"bucket s3://{bucket} does not exist"
+        if code == "PermanentRedirect":
+            return f"bucket s3://{bucket} is in another region: pass --region"
+        return f"{action}{where} failed: {code} {message}".rstrip()
+    return f"{action}{where} failed: {error}"
+
+
+@contextmanager
+def fatal_errors(action: str, bucket: str | None = None) -> Iterator[None]:
+    """Turn botocore errors from a request the run cannot do without into Ass3Error."""
+    try:
+        yield
+    except (BotoCoreError, ClientError, Boto3Error) as error:
+        raise Ass3Error(describe_client_error(error, action, bucket)) from error
+
+
+def _error_code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
+
+
+class Connection:
+    """One boto3 session and S3 client, shared by all worker threads, with a request count."""
+
+    def __init__(
+        self,
+        *,
+        profile: str | None = None,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        workers: int = DEFAULT_WORKERS,
+        multipart_threshold: int = MULTIPART_THRESHOLD,
+        multipart_chunksize: int = MULTIPART_CHUNKSIZE,
+    ) -> None:
+        try:
+            self.session = boto3.Session(profile_name=profile, region_name=region)
+        except ProfileNotFound as error:
+            raise Ass3Error(f"AWS profile {profile!r} not found in ~/.aws/config") from error
+        if self.session.get_credentials() is None:
+            raise Ass3Error(NO_CREDENTIALS_HELP)
+        self.region = self.session.region_name or "us-east-1"
+        self.endpoint_url = endpoint_url
+        self.workers = workers
+        self.multipart_threshold = multipart_threshold
+        self.multipart_chunksize = multipart_chunksize
+        self.requests: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        max_attempts = self.session._session.get_config_variable("max_attempts")
+        self.config = Config(
+            region_name=self.region,
+            max_pool_connections=workers * TRANSFER_CONCURRENCY,
+            retries={
+                "mode": "standard",
+                "total_max_attempts": max_attempts or DEFAULT_MAX_ATTEMPTS,
+            },
+            user_agent_extra="ass3",
+        )
+        self.client = self._client("s3")
+        self.transfer_config = TransferConfig(
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=multipart_chunksize,
+            max_concurrency=TRANSFER_CONCURRENCY,
+            preferred_transfer_client="classic",
+        )
+        self._account_id: str | None = None
+        self._account_looked_up = False
+
+    def _client(self, service: str) -> Any:
+        client = self.session.client(service, endpoint_url=self.endpoint_url, config=self.config)
+        client.meta.events.register("before-send", self._count)
+        return client
+
+    def _count(self, event_name: str, **_: Any) -> None:
+        with self._lock:
+            self.requests[event_name.rsplit(".", 1)[-1]] += 1
+
+    def account_id(self) -> str | None:
+        """The caller's account from STS, or None where the endpoint has no STS."""
+        if not self._account_looked_up:
+            self._account_looked_up = True
+            try:
+                self._account_id = self._client("sts").get_caller_identity()["Account"]
+            except ClientError as error:
+                log.debug("no account id from STS: %s", error)
+            except (NoCredentialsError, PartialCredentialsError, EndpointConnectionError) as error:
+                raise Ass3Error(describe_client_error(error, "GetCallerIdentity")) from error
+            except BotoCoreError as error:
+                log.debug("no account id from STS: %s", error)
+        return self._account_id
+
+    def owner_args(self) -> dict[str, str]:
+        """ExpectedBucketOwner for every request, so a bucket of another account is refused."""
+        account = self.account_id()
+        return {"ExpectedBucketOwner": account} if account else {}
+
+    def part_size_for(self, size: int) -> int | None:
+        return part_size_for(
+            size, threshold=self.multipart_threshold, chunksize=self.multipart_chunksize
+        )
+
+
+def resolve_bucket(conn: Connection, bucket: str | None) -> str:
+    """--bucket, else $ASS3_BUCKET, else `ass3backup-<account id>`."""
+    name = bucket or os.environ.get(BUCKET_ENV)
+    if not name:
+        account = conn.account_id()
+        if not account:
+            raise Ass3Error(
+                "cannot find the account id (this endpoint has no STS): "
+                f"pass --bucket NAME or set {BUCKET_ENV}"
+            )
+        name = f"ass3backup-{account}"
+    return validate_bucket_name(name)
+
+
+def _owns_bucket(conn: Connection, bucket: str) -> bool | None:
+    """Whether the bucket exists and is ours; None if we may not list our buckets."""
+    try:
+        with fatal_errors("ListBuckets"):
+            response = conn.client.list_buckets(Prefix=bucket)
+    except Ass3Error as error:
+        cause = error.__cause__
+        if isinstance(cause, ClientError) and _error_code(cause) in ("AccessDenied", "403"):
+            return None
+        raise
+    return any(entry["Name"] == bucket for entry in response.get("Buckets", []))
+
+
+def ensure_bucket(conn: Connection, bucket: str) -> bool:
+    """Create the bucket unless this account already owns it; True if it was created.
+
+    ListBuckets tells whether the account owns it in one request (where that is
+    denied, HeadBucket with ExpectedBucketOwner does). A name taken by another
+    account is an error: nothing must be uploaded into someone else's bucket.
+    """
+    owned = _owns_bucket(conn, bucket)
+    if owned is None:
+        try:
+            conn.client.head_bucket(Bucket=bucket, **conn.owner_args())
+            return False
+        except ClientError as error:
+            if _error_code(error) not in ("404", "NoSuchBucket"):
+                raise Ass3Error(
+                    f"bucket s3://{bucket} exists but is not accessible: it may belong to "
+                    "another account; choose another name with --bucket"
+                ) from error
+        except BotoCoreError as error:
+            raise Ass3Error(describe_client_error(error, "HeadBucket", bucket)) from error
+    elif owned:
+        return False
+    arguments: dict[str, Any] = {"Bucket": bucket}
+    if conn.region != "us-east-1":
+        arguments["CreateBucketConfiguration"] = {"LocationConstraint": conn.region}
+    try:
+        conn.client.create_bucket(**arguments)
+    except ClientError as error:
+        code = _error_code(error)
+        if code == "BucketAlreadyOwnedByYou":
+            return False
+        if code == "BucketAlreadyExists":
+            raise Ass3Error(
+                f"bucket name {bucket!r} is taken by another AWS account; "
+                "choose another with --bucket"
+            ) from error
+        raise Ass3Error(describe_client_error(error, "CreateBucket", bucket)) from error
+    except BotoCoreError as error:
+        raise Ass3Error(describe_client_error(error, "CreateBucket", bucket)) from error
+    _configure_new_bucket(conn, bucket)
+    return True
+
+
+def _configure_new_bucket(conn: Connection, bucket: str) -> None:
+    """Safe defaults for a bucket the tool made; a store lacking a call only gets a warning."""
+    owner = conn.owner_args()
+    settings: list[tuple[str, Callable[..., Any], dict[str, Any]]] = [
+        (
+            "block public access",
+            conn.client.put_public_access_block,
+            {
+                "PublicAccessBlockConfiguration": {
+                    "BlockPublicAcls": True,
+                    "IgnorePublicAcls": True,
+                    "BlockPublicPolicy": True,
+                    "RestrictPublicBuckets": True,
+                }
+            },
+        ),
+        (
+            "versioning",
+            conn.client.put_bucket_versioning,
+            {"VersioningConfiguration": {"Status": "Enabled"}},
+        ),
+        (
+            "default encryption",
+            conn.client.put_bucket_encryption,
+            {
+                "ServerSideEncryptionConfiguration": {
+                    "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+                }
+            },
+        ),
+        (
+            "abort incomplete multipart uploads after 7 days",
+            conn.client.put_bucket_lifecycle_configuration,
+            {
+                "LifecycleConfiguration": {
+                    "Rules": [
+                        {
+                            "ID": "ass3-abort-incomplete-multipart",
+                            "Status": "Enabled",
+                            "Filter": {"Prefix": ""},
+                            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
+                        }
+                    ]
+                }
+            },
+        ),
+    ]
+    for what, call, arguments in settings:
+        try:
+            call(Bucket=bucket, **arguments, **owner)
+        except (ClientError, BotoCoreError) as error:
+            log.warning("warning: could not set %s on s3://%s: %s", what, bucket, error)
+
+
+def list_remote(conn: Connection, bucket: str, prefix: str) -> dict[str, RemoteObject]:
+    """Every object under PREFIX/ in one paginated ListObjectsV2 pass (1000 keys a page)."""
+    objects = {}
+    paginator = conn.client.get_paginator("list_objects_v2")
+    with fatal_errors("ListObjectsV2", bucket):
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix + "/", **conn.owner_args()):
+            for item in page.get("Contents", []):
+                rel = item["Key"][len(prefix) + 1 :]
+                objects[rel] = RemoteObject(
+                    rel, item["Key"], item["Size"], item["ETag"].strip('"'), item["LastModified"]
+                )
+    return objects
+
+
+def s3_checksum(conn: Connection, bucket: str, key: str) -> str | None:
+    """The MD5 the tool stored as metadata on one object (one HeadObject request)."""
+    head = conn.client.head_object(Bucket=bucket, Key=key, **conn.owner_args())
+    return head.get("Metadata", {}).get(META_MD5)
+
+
+def content_matches(
+    conn: Connection, bucket: str, remote: RemoteObject, digest: FileDigest
+) -> bool:
+    """Compare by ETag when it is comparable, else by the object's md5 metadata."""
+    verdict = etag_matches(remote.etag, digest)
+    if verdict is None:
+        verdict = s3_checksum(conn, bucket, remote.key) == digest.md5
+    return verdict
+
+
+# ---------------------------------------------------------------------------
+# Backup
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one planned step."""
+
+    rel: str
+    transferred: bool
+    size: int = 0
+    reason: str = ""
+
+
+def _metadata(digest: FileDigest, st: os.stat_result) -> dict[str, str]:
+    return {
+        META_MD5: digest.md5,
+        META_MTIME: str(st.st_mtime_ns),
+        META_MODE: format(stat.S_IMODE(st.st_mode), "o"),
+    }
+
+
+def _upload_once(conn: Connection, bucket: str, key: str, path: str) -> int:
+    """Upload the file as it is now; FileProblem if it changed while being read."""
+    with open(path, "rb") as fileobj:
+        before = os.fstat(fileobj.fileno())
+        part_size = conn.part_size_for(before.st_size)
+        if part_size is None:
+            # Small file: the bytes hashed are the bytes sent, and S3 checks Content-MD5.
+            data = fileobj.read()
+            digest = FileDigest(hashlib.md5(data).hexdigest())
+            after = os.fstat(fileobj.fileno())
+            if not _same_file_state(before, after) or len(data) != before.st_size:
+                raise FileProblem("changed while being read")
+            conn.client.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=data,
+                ContentMD5=base64.b64encode(bytes.fromhex(digest.md5)).decode(),
+                Metadata=_metadata(digest, before),
+                **conn.owner_args(),
+            )
+            return len(data)
+        digest = local_checksum(fileobj, part_size)
+    conn.client.upload_file(
+        path,
+        bucket,
+        key,
+        ExtraArgs={"Metadata": _metadata(digest, before), **conn.owner_args()},
+        Config=conn.transfer_config,
+    )
+    if not _same_file_state(before, os.stat(path)):
+        # The object may not match the md5 recorded with it: take it back out.
+        conn.client.delete_object(Bucket=bucket, Key=key, **conn.owner_args())
+        raise FileProblem("changed while being uploaded")
+    return before.st_size
+
+
+def _backup_step(conn: Connection, bucket: str, prefix: str, step: Step) -> Outcome:
+    local = step.source
+    assert isinstance(local, LocalFile)
+    reason = step.reason
+    if reason == SAME_SIZE:
+        assert isinstance(step.target, RemoteObject)
+        with open(local.path, "rb") as fileobj:
+            digest = local_checksum(fileobj, conn.part_size_for(local.size))
+        if content_matches(conn, bucket, step.target, digest):
+            return Outcome(step.rel, transferred=False)
+        reason = CONTENT_CHANGED
+    key = f"{prefix}/{local.rel}"
+    try:
+        size = _upload_once(conn, bucket, key, local.path)
+    except FileProblem:
+        size = _upload_once(conn, bucket, key, local.path)  # one more try, then report
+    return Outcome(step.rel, transferred=True, size=size, reason=reason)
+
+
+def backup(
+    conn: Connection,
+    directory: str,
+    *,
+    bucket: str,
+    prefix: str,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> Summary:
+    """Upload every new or changed regular file under `directory` to s3://bucket/prefix/."""
+    started = time.monotonic()
+    root = check_directory(directory)
+    summary = Summary("uploaded", requests=conn.requests)
+    ensure_bucket(conn, bucket)
+    scan = scan_tree(root)
+    summary.skipped = len(scan.skipped)
+    for path, reason in scan.skipped:
+        log.info("skipped %s (%s)", path, reason)
+    for path, reason in scan.problems:
+        _record_failure(summary, path, reason)
+    remote = list_remote(conn, bucket, prefix)
+    steps = plan_transfers(scan.files, remote)
+    _execute(
+        conn, steps, lambda step: _backup_step(conn, bucket, prefix, step), summary, on_outcome
+    )
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _record_failure(summary: Summary, name: str, reason: str) -> None:
+    log.error("failed: %s: %s", name, reason)
+    summary.failures.append((name, reason))
+
+
+def _execute(
+    conn: Connection,
+    steps: list[Step],
+    run_step: Callable[[Step], Outcome],
+    summary: Summary,
+    on_outcome: Callable[[Outcome], None] | None,
+) -> None:
+    """Run steps on `conn.workers` threads; a failed step is recorded, the rest go on."""
+
+    def guarded(step: Step) -> Outcome | tuple[str, str]:
+        try:
+            return run_step(step)
+        except FileProblem as error:
+            return step.rel, str(error)
+        except OSError as error:
+            return step.rel, error.strerror or str(error)
+        except (BotoCoreError, ClientError, Boto3Error) as error:
+            cause = error.__cause__ if isinstance(error, Boto3Error) else error
+            return step.rel, describe_client_error(cause or error, "transfer")
+
+    executor = ThreadPoolExecutor(max_workers=conn.workers, thread_name_prefix="ass3")
+    try:
+        futures = [executor.submit(guarded, step) for step in steps]
+        for future in as_completed(futures):
+            result = future.result()
+            if isinstance(result, tuple):
+                _record_failure(summary, *result)
+                continue
+            if result.transferred:
+                summary.transferred += 1
+                summary.transferred_bytes += result.size
+                log.info("%s (%s)", result.rel, result.reason)
+            else:
+                summary.unchanged += 1
+            if on_outcome:
+                on_outcome(result)
+    finally:
+        # On Ctrl-C, drop the queued work; transfers already running finish or fail.
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------------------
+# Restore
+# ---------------------------------------------------------------------------
+
+
+def _prepare_folder(root: str, rel: str) -> str:
+    """Create the folders for `rel` below root, refusing to pass through a symlink."""
+    folder = root
+    for segment in rel.split("/")[:-1]:
+        folder = os.path.join(folder, segment)
+        try:
+            st = os.lstat(folder)
+        except FileNotFoundError:
+            with suppress(FileExistsError):
+                os.mkdir(folder, 0o755)
+            st = os.lstat(folder)
+        if stat.S_ISLNK(st.st_mode):
+            raise FileProblem(f"refused: {folder} is a symlink")
+        if not stat.S_ISDIR(st.st_mode):
+            raise FileProblem(f"refused: {folder} is a file, not a folder")
+    return folder
+
+
+def _write_verified(conn: Connection, bucket: str, remote: RemoteObject, final: str) -> None:
+    """Download into a temporary file beside `final`; rename it into place once verified.
+
+    A good file already at `final` is replaced only by a complete, verified one.
+    """
+    descriptor, temporary = tempfile.mkstemp(
+        dir=os.path.dirname(final), prefix=".ass3-", suffix=".part"
+    )
+    try:
+        part_size = conn.part_size_for(remote.size)
+        if part_size is None:
+            metadata, digest = _get_small(conn, bucket, remote, descriptor)
+        else:
+            os.close(descriptor)
+            metadata, digest = _get_large(conn, bucket, remote, temporary, part_size)
+        _verify(remote, metadata, digest)
+        _apply_metadata(temporary, metadata)
+        os.replace(temporary, final)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def _get_small(
+    conn: Connection, bucket: str, remote: RemoteObject, descriptor: int
+) -> tuple[dict[str, str], FileDigest]:
+    """One GetObject, pinned to the listed ETag, streamed to disk while hashing."""
+    response = conn.client.get_object(
+        Bucket=bucket, Key=remote.key, IfMatch=f'"{remote.etag}"', **conn.owner_args()
+    )
+    md5 = hashlib.md5()
+    with os.fdopen(descriptor, "wb") as out:
+        for chunk in response["Body"].iter_chunks(READ_CHUNK):
+            md5.update(chunk)
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    return response.get("Metadata", {}), FileDigest(md5.hexdigest())
+
+
+def _get_large(
+    conn: Connection, bucket: str, remote: RemoteObject, temporary: str, part_size: int
+) -> tuple[dict[str, str], FileDigest]:
+    """Parallel ranged GETs through boto3, pinned to one version, then hashed from disk.
+
+    boto3 does not verify ranged downloads, so the file is hashed after it lands.
+    """
+    owner = conn.owner_args()
+    head = conn.client.head_object(Bucket=bucket, Key=remote.key, **owner)
+    pinned = {"VersionId": head["VersionId"]} if head.get("VersionId") else {}
+    conn.client.download_file(
+        bucket, remote.key, temporary, ExtraArgs={**pinned, **owner}, Config=conn.transfer_config
+    )
+    with open(temporary, "rb") as downloaded:
+        digest = local_checksum(downloaded, part_size)
+        os.fsync(downloaded.fileno())
+    return head.get("Metadata", {}), digest
+
+
+def _verify(remote: RemoteObject, metadata: Mapping[str, str], digest: FileDigest) -> None:
+    """Check the data against the md5 metadata, else against a comparable ETag."""
+    expected = metadata.get(META_MD5)
+    if expected:
+        if expected != digest.md5:
+            raise FileProblem(f"checksum mismatch: expected MD5 {expected}, got {digest.md5}")
+        return
+    verdict = etag_matches(remote.etag, digest)
+    if verdict is False:
+        raise FileProblem(f"checksum mismatch: ETag {remote.etag} does not match the data")
+    if verdict is None:
+        log.warning("warning: %s has no md5 metadata; restored unverified", remote.key)
+
+
+def _apply_metadata(path: str, metadata: Mapping[str, str]) -> None:
+    """Restore permission bits (never setuid/setgid/sticky) and mtime from the metadata."""
+    try:
+        mode = int(metadata[META_MODE], 8) & 0o777
+        os.chmod(path, mode)
+    except (KeyError, ValueError):
+        pass
+    try:
+        mtime_ns = int(metadata[META_MTIME])
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+    except (KeyError, ValueError):
+        pass
+
+
+def _local_entry(rel: str, path: str) -> LocalFile | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return LocalFile(rel, path, st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode))
+
+
+def _restore_step(conn: Connection, bucket: str, root: str, step: Step) -> Outcome:
+    remote = step.source
+    assert isinstance(remote, RemoteObject)
+    reason = step.reason
+    if reason == SAME_SIZE:
+        assert isinstance(step.target, LocalFile)
+        with open(step.target.path, "rb") as fileobj:
+            digest = local_checksum(fileobj, conn.part_size_for(remote.size))
+        if content_matches(conn, bucket, remote, digest):
+            return Outcome(step.rel, transferred=False)
+        reason = CONTENT_CHANGED
+    folder = _prepare_folder(root, step.rel)
+    final = os.path.join(folder, step.rel.rsplit("/", 1)[-1])
+    _write_verified(conn, bucket, remote, final)
+    return Outcome(step.rel, transferred=True, size=remote.size, reason=reason)
+
+
+def restore(
+    conn: Connection,
+    name: str,
+    *,
+    bucket: str,
+    destination: str,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> Summary:
+    """Download backup NAME from the bucket into DESTINATION/NAME, verifying every file."""
+    started = time.monotonic()
+    prefix = normalize_prefix(name)
+    destination = os.path.abspath(destination)
+    if os.path.exists(destination) and not os.path.isdir(destination):
+        raise Ass3Error(f"{destination}: not a directory")
+    summary = Summary("downloaded", requests=conn.requests)
+    remote = list_remote(conn, bucket, prefix)
+    if not remote:
+        names = [info.name for info in list_backups(conn, bucket)]
+        known = f"backups there: {', '.join(names)}" if names else "it holds no backups"
+        raise Ass3Error(f"no backup named {prefix!r} in s3://{bucket}; {known}")
+    root = os.path.join(destination, *prefix.split("/"))
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as error:
+        raise Ass3Error(f"cannot create {root}: {error.strerror}") from error
+    wanted = []
+    for rel, item in sorted(remote.items()):
+        if rel.endswith("/") and item.size == 0:
+            continue  # a folder marker written by another tool
+        reason = unsafe_key_reason(rel)
+        if reason:
+            _record_failure(summary, item.key, f"refused key: {reason}")
+        else:
+            wanted.append(item)
+    local = {}
+    for item in wanted:
+        entry = _local_entry(item.rel, os.path.join(root, *item.rel.split("/")))
+        if entry:
+            local[item.rel] = entry
+    steps = plan_transfers(wanted, local)
+    _execute(conn, steps, lambda step: _restore_step(conn, bucket, root, step), summary, on_outcome)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+# ---------------------------------------------------------------------------
+# Listings (printAllBuckets)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    """One backup (a top-level prefix) in the bucket."""
+
+    name: str
+    objects: int
+    size: int
+    newest: datetime | None
+
+
+def list_bucket_names(conn: Connection) -> list[str]:
+    """The buckets these credentials own."""
+    with fatal_errors("ListBuckets"):
+        return [entry["Name"] for entry in conn.client.list_buckets().get("Buckets", [])]
+
+
+def list_backups(conn: Connection, bucket: str) -> list[BackupInfo]:
+    """Each backup in the bucket with its object count, total size and newest object."""
+    totals: dict[str, list[Any]] = {}
+    paginator = conn.client.get_paginator("list_objects_v2")
+    with fatal_errors("ListObjectsV2", bucket):
+        for page in paginator.paginate(Bucket=bucket, **conn.owner_args()):
+            for item in page.get("Contents", []):
+                name = item["Key"].split("/", 1)[0]
+                if name == RESERVED_PREFIX or "/" not in item["Key"]:
+                    continue
+                entry = totals.setdefault(name, [0, 0, None])
+                entry[0] += 1
+                entry[1] += item["Size"]
+                if entry[2] is None or item["LastModified"] > entry[2]:
+                    entry[2] = item["LastModified"]
+    return [BackupInfo(name, *values) for name, values in sorted(totals.items())]
+
+
+def format_listing(conn: Connection, bucket: str, name: str | None) -> list[str]:
+    """Lines for --list: all buckets and the backups in ours, or one backup's objects."""
+    if name:
+        prefix = normalize_prefix(name)
+        objects = list_remote(conn, bucket, prefix)
+        if not objects:
+            raise Ass3Error(f"no backup named {prefix!r} in s3://{bucket}")
+        return [
+            f"{item.last_modified:%Y-%m-%d %H:%M:%S}  {item.size:>12}  {item.rel}"
+            for item in sorted(objects.values(), key=lambda item: item.rel)
+        ]
+    lines = ["buckets:"] + [f"  {bucket_name}" for bucket_name in list_bucket_names(conn)]
+    try:
+        backups = list_backups(conn, bucket)
+    except Ass3Error as error:
+        return [*lines, f"backups in s3://{bucket}: none ({error})"]
+    lines.append(f"backups in s3://{bucket}:")
+    for info in backups:
+        newest = f"{info.newest:%Y-%m-%d %H:%M:%S}" if info.newest else "-"
+        lines.append(
+            f"  {info.name:<30} {info.objects:>8} objects "
+            f"{human_bytes(info.size):>10}  newest {newest}"
+        )
+    if not backups:
+        lines.append("  (none)")
+    return lines
+
+
+# ---------------------------------------------------------------------------
+# Command-line plumbing shared by both scripts
+# ---------------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options both scripts share: where the backups live and how to reach them."""
+    parser.add_argument(
+        "--bucket", help=f"bucket name (default: ${BUCKET_ENV}, else ass3backup-<account id>)"
+    )
+    parser.add_argument("--profile", help="AWS profile from ~/.aws/config")
+    parser.add_argument("--region", help="AWS region (default: from the profile or AWS_REGION)")
+    parser.add_argument(
+        "--endpoint-url", help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=DEFAULT_WORKERS,
+        help=f"files transferred in parallel (default: {DEFAULT_WORKERS})",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="print each file acted on")
+
+
+def connect(args: argparse.Namespace) -> tuple[Connection, str]:
+    """The connection and the validated bucket name from the shared options."""
+    if args.bucket:
+        validate_bucket_name(args.bucket)
+    conn = Connection(
+        profile=args.profile,
+        region=args.region,
+        endpoint_url=args.endpoint_url,
+        workers=args.workers,
+    )
+    return conn, resolve_bucket(conn, args.bucket)
+
+
+def run_main(program: str, verbose: bool, body: Callable[[], int]) -> int:
+    """Run a script's body: log to stderr, turn errors into one line and an exit code."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO if verbose else logging.WARNING)
+    log.propagate = False
+    try:
+        return body()
+    except Ass3Error as error:
+        log.error("%s: error: %s", program, error)
+        return error.exit_code
+    except KeyboardInterrupt:
+        log.error("%s: interrupted", program)
+        return EXIT_INTERRUPTED
+    finally:
+        log.removeHandler(handler)
