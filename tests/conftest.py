@@ -1,0 +1,86 @@
+"""Fixtures shared by every test: a clean fake AWS environment, moto, and a moto server."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.server import ThreadedMotoServer
+
+import s3common
+
+# Small enough that a test file of a few MiB goes multipart (S3's minimum part is 5 MiB).
+TEST_PART_SIZE = 5 * s3common.MiB
+
+
+@pytest.fixture(autouse=True)
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Fake credentials, and nothing from the developer's shell or ~/.aws can leak in.
+
+    An AWS_ENDPOINT_URL left in a shell would otherwise send tests to a real endpoint.
+    """
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "ASS3_", "MOTO_")):
+            monkeypatch.delenv(name)
+    empty = tmp_path_factory.mktemp("aws-config")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty / "credentials"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def s3() -> Iterator[object]:
+    """An in-process moto S3 client."""
+    with mock_aws():
+        yield boto3.client("s3", region_name="us-east-1")
+
+
+@pytest.fixture
+def conn(s3: object) -> s3common.Connection:
+    """A Connection on moto whose multipart threshold is small enough for tests."""
+    return s3common.Connection(
+        workers=4, multipart_threshold=TEST_PART_SIZE, multipart_chunksize=TEST_PART_SIZE
+    )
+
+
+@pytest.fixture
+def bucket() -> str:
+    return f"ass3-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A moto S3 server over real HTTP on a free loopback port, for the scripts."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def script_env(moto_endpoint: str) -> dict[str, str]:
+    """The environment a user would have, pointed at the moto server."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("AWS_", "ASS3_", "MOTO_"))
+    }
+    env.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=os.environ["AWS_CONFIG_FILE"],
+        AWS_SHARED_CREDENTIALS_FILE=os.environ["AWS_SHARED_CREDENTIALS_FILE"],
+        AWS_ENDPOINT_URL=moto_endpoint,
+        PYTHONIOENCODING="utf-8",
+    )
+    return env
