@@ -30,7 +30,7 @@ from typing import Any
 
 import boto3
 from boto3.exceptions import Boto3Error
-from boto3.s3.transfer import TransferConfig
+from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -39,7 +39,11 @@ from botocore.exceptions import (
     NoCredentialsError,
     PartialCredentialsError,
     ProfileNotFound,
+    ReadTimeoutError,
+    ResponseStreamingError,
 )
+from s3transfer.exceptions import CancelledError
+from s3transfer.manager import TransferManager
 from s3transfer.utils import ChunksizeAdjuster
 
 log = logging.getLogger("ass3")
@@ -54,8 +58,6 @@ DEFAULT_WORKERS = 8
 MULTIPART_THRESHOLD = 8 * MiB
 MULTIPART_CHUNKSIZE = 8 * MiB
 READ_CHUNK = 1 * MiB
-# Part uploads/downloads in flight for one big file; the pool is sized for all of them.
-TRANSFER_CONCURRENCY = 4
 DEFAULT_MAX_ATTEMPTS = 5
 BUCKET_ENV = "ASS3_BUCKET"
 # Top-level prefix the tool keeps for its own records; never a backup name.
@@ -481,7 +483,8 @@ class Connection:
         max_attempts = self.session._session.get_config_variable("max_attempts")
         self.config = Config(
             region_name=self.region,
-            max_pool_connections=workers * TRANSFER_CONCURRENCY,
+            # Workers send small files themselves; big files' parts use as many more.
+            max_pool_connections=workers * 2,
             retries={
                 "mode": "standard",
                 "total_max_attempts": max_attempts or DEFAULT_MAX_ATTEMPTS,
@@ -492,7 +495,7 @@ class Connection:
         self.transfer_config = TransferConfig(
             multipart_threshold=multipart_threshold,
             multipart_chunksize=multipart_chunksize,
-            max_concurrency=TRANSFER_CONCURRENCY,
+            max_concurrency=workers,
             preferred_transfer_client="classic",
         )
         self._account_id: str | None = None
@@ -709,7 +712,9 @@ def _metadata(digest: FileDigest, st: os.stat_result) -> dict[str, str]:
     }
 
 
-def _upload_once(conn: Connection, bucket: str, key: str, path: str) -> int:
+def _upload_once(
+    conn: Connection, transfers: TransferManager, bucket: str, key: str, path: str
+) -> int:
     """Upload the file as it is now; FileProblem if it changed while being read."""
     with open(path, "rb") as fileobj:
         before = os.fstat(fileobj.fileno())
@@ -731,13 +736,9 @@ def _upload_once(conn: Connection, bucket: str, key: str, path: str) -> int:
             )
             return len(data)
         digest = local_checksum(fileobj, part_size)
-    conn.client.upload_file(
-        path,
-        bucket,
-        key,
-        ExtraArgs={"Metadata": _metadata(digest, before), **conn.owner_args()},
-        Config=conn.transfer_config,
-    )
+    transfers.upload(
+        path, bucket, key, extra_args={"Metadata": _metadata(digest, before), **conn.owner_args()}
+    ).result()
     if not _same_file_state(before, os.stat(path)):
         # The object may not match the md5 recorded with it: take it back out.
         conn.client.delete_object(Bucket=bucket, Key=key, **conn.owner_args())
@@ -745,7 +746,9 @@ def _upload_once(conn: Connection, bucket: str, key: str, path: str) -> int:
     return before.st_size
 
 
-def _backup_step(conn: Connection, bucket: str, prefix: str, step: Step) -> Outcome:
+def _backup_step(
+    conn: Connection, transfers: TransferManager, bucket: str, prefix: str, step: Step
+) -> Outcome:
     local = step.source
     assert isinstance(local, LocalFile)
     reason = step.reason
@@ -758,9 +761,9 @@ def _backup_step(conn: Connection, bucket: str, prefix: str, step: Step) -> Outc
         reason = CONTENT_CHANGED
     key = f"{prefix}/{local.rel}"
     try:
-        size = _upload_once(conn, bucket, key, local.path)
+        size = _upload_once(conn, transfers, bucket, key, local.path)
     except FileProblem:
-        size = _upload_once(conn, bucket, key, local.path)  # one more try, then report
+        size = _upload_once(conn, transfers, bucket, key, local.path)  # once more, then report
     return Outcome(step.rel, transferred=True, size=size, reason=reason)
 
 
@@ -786,7 +789,11 @@ def backup(
     remote = list_remote(conn, bucket, prefix)
     steps = plan_transfers(scan.files, remote)
     _execute(
-        conn, steps, lambda step: _backup_step(conn, bucket, prefix, step), summary, on_outcome
+        conn,
+        steps,
+        lambda step, transfers: _backup_step(conn, transfers, bucket, prefix, step),
+        summary,
+        on_outcome,
     )
     summary.seconds = time.monotonic() - started
     return summary
@@ -800,47 +807,71 @@ def _record_failure(summary: Summary, name: str, reason: str) -> None:
 def _execute(
     conn: Connection,
     steps: list[Step],
-    run_step: Callable[[Step], Outcome],
+    run_step: Callable[[Step, TransferManager], Outcome],
     summary: Summary,
     on_outcome: Callable[[Outcome], None] | None,
 ) -> None:
-    """Run steps on `conn.workers` threads; a failed step is recorded, the rest go on."""
+    """Run steps on `conn.workers` threads; a failed step is recorded, the rest go on.
+
+    Big files go through one shared s3transfer manager. On Ctrl-C the queued steps
+    are dropped and the manager cancels the transfers in flight, which aborts their
+    multipart uploads, so an interrupted run leaves no parts behind to pay for.
+    """
 
     def guarded(step: Step) -> Outcome | tuple[str, str]:
         try:
-            return run_step(step)
+            return run_step(step, transfers)
         except FileProblem as error:
             return step.rel, str(error)
         except OSError as error:
             return step.rel, error.strerror or str(error)
-        except (BotoCoreError, ClientError, Boto3Error) as error:
-            cause = error.__cause__ if isinstance(error, Boto3Error) else error
-            return step.rel, describe_client_error(cause or error, "transfer")
+        except (BotoCoreError, ClientError, Boto3Error, CancelledError) as error:
+            return step.rel, describe_client_error(error, "transfer")
 
     executor = ThreadPoolExecutor(max_workers=conn.workers, thread_name_prefix="ass3")
     try:
-        futures = [executor.submit(guarded, step) for step in steps]
-        for future in as_completed(futures):
-            result = future.result()
-            if isinstance(result, tuple):
-                _record_failure(summary, *result)
-                continue
-            if result.transferred:
-                summary.transferred += 1
-                summary.transferred_bytes += result.size
-                log.info("%s (%s)", result.rel, result.reason)
-            else:
-                summary.unchanged += 1
-            if on_outcome:
-                on_outcome(result)
+        with create_transfer_manager(conn.client, conn.transfer_config) as transfers:
+            try:
+                futures = [executor.submit(guarded, step) for step in steps]
+                for future in as_completed(futures):
+                    _record(summary, future.result(), on_outcome)
+            except BaseException:
+                executor.shutdown(wait=False, cancel_futures=True)
+                raise
     finally:
-        # On Ctrl-C, drop the queued work; transfers already running finish or fail.
-        executor.shutdown(wait=True, cancel_futures=True)
+        executor.shutdown(wait=True)
+
+
+def _record(
+    summary: Summary,
+    result: Outcome | tuple[str, str],
+    on_outcome: Callable[[Outcome], None] | None,
+) -> None:
+    if isinstance(result, tuple):
+        _record_failure(summary, *result)
+        return
+    if result.transferred:
+        summary.transferred += 1
+        summary.transferred_bytes += result.size
+        log.info("%s (%s)", result.rel, result.reason)
+    else:
+        summary.unchanged += 1
+    if on_outcome:
+        on_outcome(result)
 
 
 # ---------------------------------------------------------------------------
 # Restore
 # ---------------------------------------------------------------------------
+
+
+TEMP_PREFIX = ".ass3-"
+TEMP_SUFFIX = ".part"
+
+
+def is_temporary_name(name: str) -> bool:
+    """A download in progress; one left by a killed restore is removed by the next."""
+    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 
 def _prepare_folder(root: str, rel: str) -> str:
@@ -861,13 +892,48 @@ def _prepare_folder(root: str, rel: str) -> str:
     return folder
 
 
-def _write_verified(conn: Connection, bucket: str, remote: RemoteObject, final: str) -> None:
+class _Placements:
+    """The files this restore has put in place, to catch two keys landing on one path.
+
+    On a filesystem that folds case or Unicode normalisation, `A` and `a` (or NFC
+    and NFD twins) are one file: the second would silently overwrite the first.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._placed: dict[tuple[int, int], str] = {}
+
+    def replace(self, temporary: str, final: str, rel: str) -> None:
+        with self._lock:
+            try:
+                existing = os.lstat(final)
+            except FileNotFoundError:
+                existing = None
+            if existing is not None:
+                if stat.S_ISDIR(existing.st_mode):
+                    raise FileProblem(f"a folder is in the way at {final}")
+                other = self._placed.get((existing.st_dev, existing.st_ino))
+                if other is not None and other != rel:
+                    raise FileProblem(f"collides with {other!r} on this filesystem")
+            os.replace(temporary, final)
+            placed = os.lstat(final)
+            self._placed[(placed.st_dev, placed.st_ino)] = rel
+
+
+def _write_verified(
+    conn: Connection,
+    transfers: TransferManager,
+    bucket: str,
+    remote: RemoteObject,
+    final: str,
+    placements: _Placements,
+) -> None:
     """Download into a temporary file beside `final`; rename it into place once verified.
 
     A good file already at `final` is replaced only by a complete, verified one.
     """
     descriptor, temporary = tempfile.mkstemp(
-        dir=os.path.dirname(final), prefix=".ass3-", suffix=".part"
+        dir=os.path.dirname(final), prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX
     )
     try:
         part_size = conn.part_size_for(remote.size)
@@ -875,10 +941,10 @@ def _write_verified(conn: Connection, bucket: str, remote: RemoteObject, final: 
             metadata, digest = _get_small(conn, bucket, remote, descriptor)
         else:
             os.close(descriptor)
-            metadata, digest = _get_large(conn, bucket, remote, temporary, part_size)
+            metadata, digest = _get_large(conn, transfers, bucket, remote, temporary, part_size)
         _verify(remote, metadata, digest)
         _apply_metadata(temporary, metadata)
-        os.replace(temporary, final)
+        placements.replace(temporary, final, remote.rel)
     except BaseException:
         with suppress(FileNotFoundError):
             os.unlink(temporary)
@@ -903,18 +969,23 @@ def _get_small(
 
 
 def _get_large(
-    conn: Connection, bucket: str, remote: RemoteObject, temporary: str, part_size: int
+    conn: Connection,
+    transfers: TransferManager,
+    bucket: str,
+    remote: RemoteObject,
+    temporary: str,
+    part_size: int,
 ) -> tuple[dict[str, str], FileDigest]:
-    """Parallel ranged GETs through boto3, pinned to one version, then hashed from disk.
+    """Parallel ranged GETs through s3transfer, pinned to one version, then hashed from disk.
 
-    boto3 does not verify ranged downloads, so the file is hashed after it lands.
+    s3transfer does not verify ranged downloads, so the file is hashed after it lands.
     """
     owner = conn.owner_args()
-    head = conn.client.head_object(Bucket=bucket, Key=remote.key, **owner)
-    pinned = {"VersionId": head["VersionId"]} if head.get("VersionId") else {}
-    conn.client.download_file(
-        bucket, remote.key, temporary, ExtraArgs={**pinned, **owner}, Config=conn.transfer_config
+    head = conn.client.head_object(
+        Bucket=bucket, Key=remote.key, IfMatch=f'"{remote.etag}"', **owner
     )
+    pinned = {"VersionId": head["VersionId"]} if head.get("VersionId") else {}
+    transfers.download(bucket, remote.key, temporary, extra_args={**pinned, **owner}).result()
     with open(temporary, "rb") as downloaded:
         digest = local_checksum(downloaded, part_size)
         os.fsync(downloaded.fileno())
@@ -937,29 +1008,21 @@ def _verify(remote: RemoteObject, metadata: Mapping[str, str], digest: FileDiges
 
 def _apply_metadata(path: str, metadata: Mapping[str, str]) -> None:
     """Restore permission bits (never setuid/setgid/sticky) and mtime from the metadata."""
-    try:
-        mode = int(metadata[META_MODE], 8) & 0o777
-        os.chmod(path, mode)
-    except (KeyError, ValueError):
-        pass
-    try:
+    with suppress(KeyError, ValueError):
+        os.chmod(path, int(metadata[META_MODE], 8) & 0o777)
+    with suppress(KeyError, ValueError):
         mtime_ns = int(metadata[META_MTIME])
         os.utime(path, ns=(mtime_ns, mtime_ns))
-    except (KeyError, ValueError):
-        pass
 
 
-def _local_entry(rel: str, path: str) -> LocalFile | None:
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    if not stat.S_ISREG(st.st_mode):
-        return None
-    return LocalFile(rel, path, st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode))
-
-
-def _restore_step(conn: Connection, bucket: str, root: str, step: Step) -> Outcome:
+def _restore_step(
+    conn: Connection,
+    transfers: TransferManager,
+    bucket: str,
+    root: str,
+    step: Step,
+    placements: _Placements,
+) -> Outcome:
     remote = step.source
     assert isinstance(remote, RemoteObject)
     reason = step.reason
@@ -972,8 +1035,25 @@ def _restore_step(conn: Connection, bucket: str, root: str, step: Step) -> Outco
         reason = CONTENT_CHANGED
     folder = _prepare_folder(root, step.rel)
     final = os.path.join(folder, step.rel.rsplit("/", 1)[-1])
-    _write_verified(conn, bucket, remote, final)
+    try:
+        _write_verified(conn, transfers, bucket, remote, final, placements)
+    except (ResponseStreamingError, ReadTimeoutError):
+        # The response broke off mid-body, which botocore does not retry: once more.
+        _write_verified(conn, transfers, bucket, remote, final, placements)
     return Outcome(step.rel, transferred=True, size=remote.size, reason=reason)
+
+
+def _local_files(root: str) -> dict[str, LocalFile]:
+    """What already stands below the restore root; leftovers of a killed restore go."""
+    local = {}
+    for entry in scan_tree(root).files:
+        if is_temporary_name(os.path.basename(entry.path)):
+            with suppress(FileNotFoundError):
+                os.unlink(entry.path)
+            log.info("removed %s (left by an interrupted restore)", entry.path)
+        else:
+            local[entry.rel] = entry
+    return local
 
 
 def restore(
@@ -1010,13 +1090,15 @@ def restore(
             _record_failure(summary, item.key, f"refused key: {reason}")
         else:
             wanted.append(item)
-    local = {}
-    for item in wanted:
-        entry = _local_entry(item.rel, os.path.join(root, *item.rel.split("/")))
-        if entry:
-            local[item.rel] = entry
-    steps = plan_transfers(wanted, local)
-    _execute(conn, steps, lambda step: _restore_step(conn, bucket, root, step), summary, on_outcome)
+    steps = plan_transfers(wanted, _local_files(root))
+    placements = _Placements()
+    _execute(
+        conn,
+        steps,
+        lambda step, transfers: _restore_step(conn, transfers, bucket, root, step, placements),
+        summary,
+        on_outcome,
+    )
     summary.seconds = time.monotonic() - started
     return summary
 
