@@ -336,8 +336,9 @@ def check_directory(directory: str) -> str:
 def scan_tree(root: str) -> Scan:
     """Walk `root` with os.walk, without following symlinks.
 
-    Symlinks and special files are skipped; unreadable folders and names that are
-    not valid UTF-8 (S3 keys must be) are problems, reported without stopping.
+    Symlinks and special files are skipped; unreadable folders, names that are not
+    valid UTF-8 (S3 keys must be) and names a restore would refuse (control
+    characters, backslashes) are problems, reported without stopping.
     """
     scan = Scan()
 
@@ -357,6 +358,11 @@ def scan_tree(root: str) -> Scan:
                 rel.encode("utf-8")
             except UnicodeEncodeError:
                 scan.problems.append((path, "name is not valid UTF-8"))
+                continue
+            unsafe = unsafe_key_reason(rel)
+            if unsafe:
+                # Restore refuses such keys, so uploading would be a backup that cannot return.
+                scan.problems.append((path, f"cannot be restored safely: {unsafe}"))
                 continue
             try:
                 st = os.lstat(path)
@@ -783,7 +789,7 @@ def backup(
     scan = scan_tree(root)
     summary.skipped = len(scan.skipped)
     for path, reason in scan.skipped:
-        log.info("skipped %s (%s)", path, reason)
+        log.info("skipped %s (%s)", printable(path), reason)
     for path, reason in scan.problems:
         _record_failure(summary, path, reason)
     remote = list_remote(conn, bucket, prefix)
@@ -799,8 +805,17 @@ def backup(
     return summary
 
 
+def printable(name: str) -> str:
+    """A path or key safe to print: control characters and undecodable bytes escaped.
+
+    A hostile key such as "\x1b]0;..." must not drive the user's terminal.
+    """
+    escaped = _CONTROL_CHARS.sub(lambda match: f"\\x{ord(match.group()):02x}", name)
+    return escaped.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _record_failure(summary: Summary, name: str, reason: str) -> None:
-    log.error("failed: %s: %s", name, reason)
+    log.error("failed: %s: %s", printable(name), reason)
     summary.failures.append((name, reason))
 
 
@@ -853,7 +868,7 @@ def _record(
     if result.transferred:
         summary.transferred += 1
         summary.transferred_bytes += result.size
-        log.info("%s (%s)", result.rel, result.reason)
+        log.info("%s (%s)", printable(result.rel), result.reason)
     else:
         summary.unchanged += 1
     if on_outcome:

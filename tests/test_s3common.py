@@ -334,9 +334,7 @@ def test_restore_from_missing_bucket(conn: Connection, s3, tmp_path: Path) -> No
 # --- Listings --------------------------------------------------------------------------------
 
 
-def test_listing_of_buckets_and_backups(
-    conn: Connection, s3, bucket: str, tmp_path: Path
-) -> None:
+def test_listing_of_buckets_and_backups(conn: Connection, s3, bucket: str, tmp_path: Path) -> None:
     backup(conn, make_tree(tmp_path / "a", {"x": b"12", "y/z": b"345"}), bucket, prefix="alpha")
     backup(conn, make_tree(tmp_path / "b", {"x": b"1"}), bucket, prefix="beta")
     lines = s3common.format_listing(conn, bucket, None)
