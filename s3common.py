@@ -12,6 +12,7 @@ import argparse
 import base64
 import hashlib
 import ipaddress
+import itertools
 import logging
 import os
 import re
@@ -22,7 +23,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -60,6 +61,7 @@ MULTIPART_CHUNKSIZE = 8 * MiB
 READ_CHUNK = 1 * MiB
 DEFAULT_MAX_ATTEMPTS = 5
 BUCKET_ENV = "ASS3_BUCKET"
+MAX_KEY_BYTES = 1024
 # Top-level prefix the tool keeps for its own records; never a backup name.
 RESERVED_PREFIX = ".ass3"
 # Metadata keys S3 stores with each object (S3 lowercases them; values must be ASCII).
@@ -72,6 +74,7 @@ NEW = "new"
 SIZE_CHANGED = "size changed"
 CONTENT_CHANGED = "content changed"
 SAME_SIZE = "same size"  # sizes match: the content must be compared before deciding
+UNCHANGED = "unchanged"  # the state cache vouches for it: nothing to read or send
 
 NO_CREDENTIALS_HELP = (
     "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
@@ -94,7 +97,7 @@ class FileProblem(Exception):
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LocalFile:
     """A regular file found on disk. `rel` is its '/'-separated path below the root."""
 
@@ -103,9 +106,23 @@ class LocalFile:
     size: int
     mtime_ns: int
     mode: int
+    ctime_ns: int = 0
+    inode: int = 0
+
+    @classmethod
+    def from_stat(cls, rel: str, path: str, st: os.stat_result) -> LocalFile:
+        return cls(
+            rel,
+            path,
+            st.st_size,
+            st.st_mtime_ns,
+            stat.S_IMODE(st.st_mode),
+            st.st_ctime_ns,
+            st.st_ino,
+        )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RemoteObject:
     """One object from a listing. `rel` is its key with the backup prefix removed."""
 
@@ -116,7 +133,11 @@ class RemoteObject:
     last_modified: datetime
 
 
-@dataclass(frozen=True)
+Entry = LocalFile | RemoteObject
+Pair = tuple[str, Entry | None, Entry | None]
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """One planned transfer from `source` to `target` (None when the target lacks it)."""
 
@@ -178,27 +199,70 @@ def human_bytes(count: float) -> str:
 # ---------------------------------------------------------------------------
 
 
+def key_order(rel: str) -> bytes:
+    """S3 lists keys in the byte order of their UTF-8 encoding; so do the walks here."""
+    return rel.encode("utf-8", "surrogateescape")
+
+
+def merge_by_rel(left: Iterable[Entry], right: Iterable[Entry]) -> Iterator[Pair]:
+    """Pair up two streams sorted in key order: (rel, left entry or None, right or None).
+
+    Streams keep memory flat however many files there are (aws-cli's comparator
+    does the same). A stream out of order would make a file look missing, so it
+    is an error rather than a guess.
+    """
+    left_items, right_items = _in_key_order(left), _in_key_order(right)
+    a, b = next(left_items, None), next(right_items, None)
+    while a is not None or b is not None:
+        if b is None or (a is not None and a[0] < b[0]):
+            yield a[1].rel, a[1], None
+            a = next(left_items, None)
+        elif a is None or b[0] < a[0]:
+            yield b[1].rel, None, b[1]
+            b = next(right_items, None)
+        else:
+            yield a[1].rel, a[1], b[1]
+            a, b = next(left_items, None), next(right_items, None)
+
+
+def _in_key_order(entries: Iterable[Entry]) -> Iterator[tuple[bytes, Entry]]:
+    previous = None
+    for entry in entries:
+        order = key_order(entry.rel)
+        if previous is not None and order <= previous:
+            raise Ass3Error(
+                f"entries out of key order ({entry.rel!r} after {previous.decode()!r}): "
+                "this S3-compatible store does not list keys in UTF-8 byte order"
+            )
+        previous = order
+        yield order, entry
+
+
 def plan_transfers(
-    sources: Iterable[LocalFile | RemoteObject],
-    targets: Mapping[str, LocalFile | RemoteObject],
-) -> list[Step]:
+    sources: Iterable[Entry],
+    targets: Iterable[Entry],
+    *,
+    known_unchanged: Callable[[Entry, Entry], bool] | None = None,
+) -> Iterator[Step]:
     """Decide what to copy from sources to targets, from names and sizes alone.
 
-    Used both ways: a backup plans local files onto the listing, a restore plans the
-    listing onto local files. A step whose reason is SAME_SIZE still needs its
-    content compared (`etag_matches`) before it is transferred.
+    Both are streams in key order. Used both ways: a backup plans local files onto
+    the listing, a restore plans the listing onto local files. SAME_SIZE steps still
+    need their content compared (`etag_matches`) unless `known_unchanged` (the state
+    cache) vouches for them: those come out as UNCHANGED and need no work at all.
     """
-    steps = []
-    for source in sources:
-        target = targets.get(source.rel)
+    for rel, source, target in merge_by_rel(sources, targets):
+        if source is None:
+            continue
         if target is None:
             reason = NEW
         elif target.size != source.size:
             reason = SIZE_CHANGED
+        elif known_unchanged is not None and known_unchanged(source, target):
+            reason = UNCHANGED
         else:
             reason = SAME_SIZE
-        steps.append(Step(source.rel, source, target, reason))
-    return sorted(steps, key=lambda step: step.rel)
+        yield Step(rel, source, target, reason)
 
 
 _PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
@@ -313,10 +377,9 @@ def default_prefix(directory: str) -> str:
 
 
 @dataclass
-class Scan:
-    """The regular files under a root, plus what was skipped or could not be read."""
+class ScanReport:
+    """What a walk skipped on purpose and what it could not read."""
 
-    files: list[LocalFile] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
 
@@ -333,51 +396,73 @@ def check_directory(directory: str) -> str:
     return path
 
 
-def scan_tree(root: str) -> Scan:
-    """Walk `root` with os.walk, without following symlinks.
+def scan_tree(root: str, report: ScanReport) -> Iterator[LocalFile]:
+    """Walk `root` like os.walk, without following symlinks, yielding files in key order.
 
-    Symlinks and special files are skipped; unreadable folders, names that are not
-    valid UTF-8 (S3 keys must be) and names a restore would refuse (control
-    characters, backslashes) are problems, reported without stopping.
+    Each folder's entries are sorted as their keys will sort (a folder `d` as `d/`),
+    so the walk merges with a listing without holding either in memory. Symlinks and
+    special files are skipped; unreadable folders, names that are not valid UTF-8
+    (S3 keys must be) and names a restore would refuse (control characters,
+    backslashes) are problems, reported without stopping.
     """
-    scan = Scan()
+    stack = [iter(_sorted_entries(root, "", report))]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            continue
+        entry, rel, is_folder = item
+        if is_folder:
+            stack.append(iter(_sorted_entries(entry.path, rel + "/", report)))
+            continue
+        local = _regular_file(entry, rel, report)
+        if local is not None:
+            yield local
 
-    def unreadable(error: OSError) -> None:
-        scan.problems.append((error.filename or root, error.strerror or str(error)))
 
-    for folder, dirnames, filenames in os.walk(root, onerror=unreadable):
-        dirnames.sort()
-        for name in list(dirnames):
-            if os.path.islink(os.path.join(folder, name)):
-                dirnames.remove(name)
-                scan.skipped.append((os.path.join(folder, name), "symlink"))
-        for name in sorted(filenames):
-            path = os.path.join(folder, name)
-            rel = os.path.relpath(path, root).replace(os.sep, "/")
-            try:
-                rel.encode("utf-8")
-            except UnicodeEncodeError:
-                scan.problems.append((path, "name is not valid UTF-8"))
-                continue
-            unsafe = unsafe_key_reason(rel)
-            if unsafe:
-                # Restore refuses such keys, so uploading would be a backup that cannot return.
-                scan.problems.append((path, f"cannot be restored safely: {unsafe}"))
-                continue
-            try:
-                st = os.lstat(path)
-            except OSError as error:
-                scan.problems.append((path, error.strerror or str(error)))
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                scan.skipped.append((path, "symlink"))
-            elif not stat.S_ISREG(st.st_mode):
-                scan.skipped.append((path, "special file"))
-            else:
-                scan.files.append(
-                    LocalFile(rel, path, st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode))
-                )
-    return scan
+def _sorted_entries(
+    folder: str, rel_prefix: str, report: ScanReport
+) -> list[tuple[os.DirEntry[str], str, bool]]:
+    try:
+        with os.scandir(folder) as listing:
+            entries = list(listing)
+    except OSError as error:
+        report.problems.append((folder, error.strerror or str(error)))
+        return []
+    items = []
+    for entry in entries:
+        try:
+            is_folder = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            is_folder = False
+        items.append((entry, rel_prefix + entry.name, is_folder))
+    items.sort(key=lambda item: key_order(item[1] + "/" if item[2] else item[1]))
+    return items
+
+
+def _regular_file(entry: os.DirEntry[str], rel: str, report: ScanReport) -> LocalFile | None:
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        report.problems.append((entry.path, "name is not valid UTF-8"))
+        return None
+    unsafe = unsafe_key_reason(rel)
+    if unsafe:
+        # Restore refuses such keys, so uploading would be a backup that cannot return.
+        report.problems.append((entry.path, f"cannot be restored safely: {unsafe}"))
+        return None
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except OSError as error:
+        report.problems.append((entry.path, error.strerror or str(error)))
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        report.skipped.append((entry.path, "symlink"))
+    elif not stat.S_ISREG(st.st_mode):
+        report.skipped.append((entry.path, "special file"))
+    else:
+        return LocalFile.from_stat(rel, entry.path, st)
+    return None
 
 
 def read_chunks(fileobj: Any, limit: int | None = None) -> Iterator[bytes]:
@@ -665,18 +750,22 @@ def _configure_new_bucket(conn: Connection, bucket: str) -> None:
             log.warning("warning: could not set %s on s3://%s: %s", what, bucket, error)
 
 
-def list_remote(conn: Connection, bucket: str, prefix: str) -> dict[str, RemoteObject]:
-    """Every object under PREFIX/ in one paginated ListObjectsV2 pass (1000 keys a page)."""
-    objects = {}
+def list_remote(conn: Connection, bucket: str, prefix: str) -> Iterator[RemoteObject]:
+    """Every object under PREFIX/, streamed from one paginated ListObjectsV2 pass.
+
+    One request per 1000 keys, in key order; never a HeadObject per file.
+    """
     paginator = conn.client.get_paginator("list_objects_v2")
     with fatal_errors("ListObjectsV2", bucket):
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix + "/", **conn.owner_args()):
             for item in page.get("Contents", []):
-                rel = item["Key"][len(prefix) + 1 :]
-                objects[rel] = RemoteObject(
-                    rel, item["Key"], item["Size"], item["ETag"].strip('"'), item["LastModified"]
+                yield RemoteObject(
+                    item["Key"][len(prefix) + 1 :],
+                    item["Key"],
+                    item["Size"],
+                    item["ETag"].strip('"'),
+                    item["LastModified"],
                 )
-    return objects
 
 
 def s3_checksum(conn: Connection, bucket: str, key: str) -> str | None:
@@ -766,6 +855,8 @@ def _backup_step(
             return Outcome(step.rel, transferred=False)
         reason = CONTENT_CHANGED
     key = f"{prefix}/{local.rel}"
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise FileProblem(f"the S3 key would be longer than {MAX_KEY_BYTES} bytes")
     try:
         size = _upload_once(conn, transfers, bucket, key, local.path)
     except FileProblem:
@@ -786,14 +877,8 @@ def backup(
     root = check_directory(directory)
     summary = Summary("uploaded", requests=conn.requests)
     ensure_bucket(conn, bucket)
-    scan = scan_tree(root)
-    summary.skipped = len(scan.skipped)
-    for path, reason in scan.skipped:
-        log.info("skipped %s (%s)", printable(path), reason)
-    for path, reason in scan.problems:
-        _record_failure(summary, path, reason)
-    remote = list_remote(conn, bucket, prefix)
-    steps = plan_transfers(scan.files, remote)
+    report = ScanReport()
+    steps = plan_transfers(scan_tree(root, report), list_remote(conn, bucket, prefix))
     _execute(
         conn,
         steps,
@@ -801,6 +886,11 @@ def backup(
         summary,
         on_outcome,
     )
+    summary.skipped = len(report.skipped)
+    for path, reason in report.skipped:
+        log.info("skipped %s (%s)", printable(path), reason)
+    for path, reason in report.problems:
+        _record_failure(summary, path, reason)
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -821,16 +911,17 @@ def _record_failure(summary: Summary, name: str, reason: str) -> None:
 
 def _execute(
     conn: Connection,
-    steps: list[Step],
+    steps: Iterable[Step],
     run_step: Callable[[Step, TransferManager], Outcome],
     summary: Summary,
     on_outcome: Callable[[Outcome], None] | None,
 ) -> None:
     """Run steps on `conn.workers` threads; a failed step is recorded, the rest go on.
 
-    Big files go through one shared s3transfer manager. On Ctrl-C the queued steps
-    are dropped and the manager cancels the transfers in flight, which aborts their
-    multipart uploads, so an interrupted run leaves no parts behind to pay for.
+    Steps are consumed as they are planned, with a bounded number queued, so memory
+    stays flat. Big files go through one shared s3transfer manager. On Ctrl-C the
+    queued steps are dropped and the manager cancels the transfers in flight, which
+    aborts their multipart uploads, so an interrupted run leaves no parts behind.
     """
 
     def guarded(step: Step) -> Outcome | tuple[str, str]:
@@ -843,13 +934,24 @@ def _execute(
         except (BotoCoreError, ClientError, Boto3Error, CancelledError) as error:
             return step.rel, describe_client_error(error, "transfer")
 
+    def collect(futures: Iterable[Future[Outcome | tuple[str, str]]]) -> None:
+        for future in futures:
+            _record(summary, future.result(), on_outcome)
+
     executor = ThreadPoolExecutor(max_workers=conn.workers, thread_name_prefix="ass3")
     try:
         with create_transfer_manager(conn.client, conn.transfer_config) as transfers:
             try:
-                futures = [executor.submit(guarded, step) for step in steps]
-                for future in as_completed(futures):
-                    _record(summary, future.result(), on_outcome)
+                pending: set[Future[Outcome | tuple[str, str]]] = set()
+                for step in steps:
+                    if step.reason == UNCHANGED:
+                        _record(summary, Outcome(step.rel, transferred=False), on_outcome)
+                        continue
+                    pending.add(executor.submit(guarded, step))
+                    if len(pending) >= conn.workers * 4:
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        collect(done)
+                collect(as_completed(pending))
             except BaseException:
                 executor.shutdown(wait=False, cancel_futures=True)
                 raise
@@ -1058,17 +1160,27 @@ def _restore_step(
     return Outcome(step.rel, transferred=True, size=remote.size, reason=reason)
 
 
-def _local_files(root: str) -> dict[str, LocalFile]:
+def _local_files(root: str) -> Iterator[LocalFile]:
     """What already stands below the restore root; leftovers of a killed restore go."""
-    local = {}
-    for entry in scan_tree(root).files:
-        if is_temporary_name(os.path.basename(entry.path)):
+    for entry in scan_tree(root, ScanReport()):
+        if is_temporary_name(entry.rel.rsplit("/", 1)[-1]):
             with suppress(FileNotFoundError):
                 os.unlink(entry.path)
-            log.info("removed %s (left by an interrupted restore)", entry.path)
+            log.info("removed %s (left by an interrupted restore)", printable(entry.path))
         else:
-            local[entry.rel] = entry
-    return local
+            yield entry
+
+
+def _restorable(objects: Iterable[RemoteObject], summary: Summary) -> Iterator[RemoteObject]:
+    """The objects that may become files: hostile keys are refused, folder markers skipped."""
+    for item in objects:
+        if item.rel.endswith("/") and item.size == 0:
+            continue  # a folder marker written by another tool
+        reason = unsafe_key_reason(item.rel)
+        if reason:
+            _record_failure(summary, item.key, f"refused key: {reason}")
+        else:
+            yield item
 
 
 def restore(
@@ -1086,8 +1198,9 @@ def restore(
     if os.path.exists(destination) and not os.path.isdir(destination):
         raise Ass3Error(f"{destination}: not a directory")
     summary = Summary("downloaded", requests=conn.requests)
-    remote = list_remote(conn, bucket, prefix)
-    if not remote:
+    objects = list_remote(conn, bucket, prefix)
+    first = next(objects, None)
+    if first is None:
         names = [info.name for info in list_backups(conn, bucket)]
         known = f"backups there: {', '.join(names)}" if names else "it holds no backups"
         raise Ass3Error(f"no backup named {prefix!r} in s3://{bucket}; {known}")
@@ -1096,20 +1209,11 @@ def restore(
         os.makedirs(root, exist_ok=True)
     except OSError as error:
         raise Ass3Error(f"cannot create {root}: {error.strerror}") from error
-    wanted = []
-    for rel, item in sorted(remote.items()):
-        if rel.endswith("/") and item.size == 0:
-            continue  # a folder marker written by another tool
-        reason = unsafe_key_reason(rel)
-        if reason:
-            _record_failure(summary, item.key, f"refused key: {reason}")
-        else:
-            wanted.append(item)
-    steps = plan_transfers(wanted, _local_files(root))
+    wanted = _restorable(itertools.chain([first], objects), summary)
     placements = _Placements()
     _execute(
         conn,
-        steps,
+        plan_transfers(wanted, _local_files(root)),
         lambda step, transfers: _restore_step(conn, transfers, bucket, root, step, placements),
         summary,
         on_outcome,
@@ -1161,13 +1265,13 @@ def format_listing(conn: Connection, bucket: str, name: str | None) -> list[str]
     """Lines for --list: all buckets and the backups in ours, or one backup's objects."""
     if name:
         prefix = normalize_prefix(name)
-        objects = list_remote(conn, bucket, prefix)
-        if not objects:
-            raise Ass3Error(f"no backup named {prefix!r} in s3://{bucket}")
-        return [
-            f"{item.last_modified:%Y-%m-%d %H:%M:%S}  {item.size:>12}  {item.rel}"
-            for item in sorted(objects.values(), key=lambda item: item.rel)
+        lines = [
+            f"{item.last_modified:%Y-%m-%d %H:%M:%S}  {item.size:>12}  {printable(item.rel)}"
+            for item in list_remote(conn, bucket, prefix)
         ]
+        if not lines:
+            raise Ass3Error(f"no backup named {prefix!r} in s3://{bucket}")
+        return lines
     lines = ["buckets:"] + [f"  {bucket_name}" for bucket_name in list_bucket_names(conn)]
     try:
         backups = list_backups(conn, bucket)
@@ -1236,8 +1340,10 @@ def run_main(program: str, verbose: bool, body: Callable[[], int]) -> int:
     """Run a script's body: log to stderr, turn errors into one line and an exit code."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(logging.INFO if verbose else logging.WARNING)
     log.addHandler(handler)
-    log.setLevel(logging.INFO if verbose else logging.WARNING)
+    saved = log.level, log.propagate
+    log.setLevel(handler.level)
     log.propagate = False
     try:
         return body()
@@ -1249,3 +1355,5 @@ def run_main(program: str, verbose: bool, body: Callable[[], int]) -> int:
         return EXIT_INTERRUPTED
     finally:
         log.removeHandler(handler)
+        log.setLevel(saved[0])
+        log.propagate = saved[1]

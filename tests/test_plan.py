@@ -31,9 +31,11 @@ def reasons(steps: list[s3common.Step]) -> dict[str, str]:
 
 
 def test_plan_backup_new_size_changed_and_same_size() -> None:
-    steps = s3common.plan_transfers(
-        [local("b.txt", 2), local("a.txt", 2), local("c.txt", 5)],
-        {"a.txt": remote("a.txt", 2), "c.txt": remote("c.txt", 4), "gone.txt": remote("x", 1)},
+    steps = list(
+        s3common.plan_transfers(
+            [local("a.txt", 2), local("b.txt", 2), local("c.txt", 5)],
+            [remote("a.txt", 2), remote("c.txt", 4), remote("gone.txt", 1)],
+        )
     )
     assert reasons(steps) == {
         "a.txt": s3common.SAME_SIZE,
@@ -44,15 +46,71 @@ def test_plan_backup_new_size_changed_and_same_size() -> None:
 
 
 def test_plan_restore_is_the_same_function_the_other_way() -> None:
-    steps = s3common.plan_transfers(
-        [remote("a", 2), remote("b", 3)], {"a": local("a", 2), "b": local("b", 4)}
+    steps = list(
+        s3common.plan_transfers([remote("a", 2), remote("b", 3)], [local("a", 2), local("b", 4)])
     )
     assert reasons(steps) == {"a": s3common.SAME_SIZE, "b": s3common.SIZE_CHANGED}
     assert steps[0].target == local("a", 2)
 
 
 def test_plan_of_nothing_is_nothing() -> None:
-    assert s3common.plan_transfers([], {"a": remote("a", 1)}) == []
+    assert list(s3common.plan_transfers([], [remote("a", 1)])) == []
+
+
+def test_plan_trusts_the_cache_only_where_it_vouches() -> None:
+    def vouched(source: s3common.Entry, target: s3common.Entry) -> bool:
+        return source.rel == "cached"
+
+    steps = s3common.plan_transfers(
+        [local("cached", 2), local("other", 2), local("resized", 3)],
+        [remote("cached", 2), remote("other", 2), remote("resized", 2)],
+        known_unchanged=vouched,
+    )
+    assert reasons(list(steps)) == {
+        "cached": s3common.UNCHANGED,
+        "other": s3common.SAME_SIZE,
+        "resized": s3common.SIZE_CHANGED,
+    }
+
+
+def test_merge_pairs_streams_in_utf8_byte_order() -> None:
+    # '-' (0x2d) sorts before '/' (0x2f): "a-b" comes before "a/b"; "z" before "é".
+    left = [local(rel, 1) for rel in ["a-b", "a/b", "z", "é"]]
+    right = [remote(rel, 1) for rel in ["a/b", "a/c", "é", "日"]]
+    pairs = [
+        (rel, a is not None, b is not None) for rel, a, b in s3common.merge_by_rel(left, right)
+    ]
+    assert pairs == [
+        ("a-b", True, False),
+        ("a/b", True, True),
+        ("a/c", False, True),
+        ("z", True, False),
+        ("é", True, True),
+        ("日", False, True),
+    ]
+
+
+def test_merge_refuses_a_stream_out_of_order() -> None:
+    with pytest.raises(s3common.Ass3Error, match="out of key order"):
+        list(s3common.merge_by_rel([local("b", 1), local("a", 1)], []))
+
+
+@given(
+    st.sets(st.text(min_size=1, max_size=6), max_size=20),
+    st.sets(st.text(min_size=1, max_size=6), max_size=20),
+)
+def test_merge_is_a_full_outer_join(left_names: set[str], right_names: set[str]) -> None:
+    def ordered(names: set[str]) -> list[str]:
+        return sorted(names, key=s3common.key_order)
+
+    pairs = list(
+        s3common.merge_by_rel(
+            [local(n, 1) for n in ordered(left_names)], [remote(n, 1) for n in ordered(right_names)]
+        )
+    )
+    assert [rel for rel, _, _ in pairs] == ordered(left_names | right_names)
+    for rel, a, b in pairs:
+        assert (a is not None) == (rel in left_names) and (b is not None) == (rel in right_names)
 
 
 def test_plain_etag_compares_with_md5() -> None:
