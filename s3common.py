@@ -27,7 +27,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_c
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 import boto3
 from boto3.exceptions import Boto3Error
@@ -43,8 +43,9 @@ from botocore.exceptions import (
     ReadTimeoutError,
     ResponseStreamingError,
 )
-from s3transfer.exceptions import CancelledError
+from s3transfer.exceptions import CancelledError, RetriesExceededError, S3DownloadFailedError
 from s3transfer.manager import TransferManager
+from s3transfer.subscribers import BaseSubscriber
 from s3transfer.utils import ChunksizeAdjuster
 
 log = logging.getLogger("ass3")
@@ -79,6 +80,17 @@ UNCHANGED = "unchanged"  # the state cache vouches for it: nothing to read or se
 NO_CREDENTIALS_HELP = (
     "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
     "or AWS_PROFILE / --profile for a profile in ~/.aws/credentials (see `aws configure`)"
+)
+
+
+# What a failed request or transfer can raise: reported per file, never a traceback.
+TRANSFER_ERRORS = (
+    BotoCoreError,
+    ClientError,
+    Boto3Error,
+    CancelledError,
+    RetriesExceededError,
+    S3DownloadFailedError,
 )
 
 
@@ -931,7 +943,7 @@ def _execute(
             return step.rel, str(error)
         except OSError as error:
             return step.rel, error.strerror or str(error)
-        except (BotoCoreError, ClientError, Boto3Error, CancelledError) as error:
+        except TRANSFER_ERRORS as error:
             return step.rel, describe_client_error(error, "transfer")
 
     def collect(futures: Iterable[Future[Outcome | tuple[str, str]]]) -> None:
@@ -1053,12 +1065,14 @@ def _write_verified(
         dir=os.path.dirname(final), prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX
     )
     try:
-        part_size = conn.part_size_for(remote.size)
-        if part_size is None:
-            metadata, digest = _get_small(conn, bucket, remote, descriptor)
-        else:
-            os.close(descriptor)
-            metadata, digest = _get_large(conn, transfers, bucket, remote, temporary, part_size)
+        with os.fdopen(descriptor, "w+b") as out:
+            part_size = conn.part_size_for(remote.size)
+            if part_size is None:
+                metadata, digest = _get_small(conn, bucket, remote, out)
+            else:
+                metadata, digest = _get_large(conn, transfers, bucket, remote, out, part_size)
+            out.flush()
+            os.fsync(out.fileno())
         _verify(remote, metadata, digest)
         _apply_metadata(temporary, metadata)
         placements.replace(temporary, final, remote.rel)
@@ -1069,20 +1083,30 @@ def _write_verified(
 
 
 def _get_small(
-    conn: Connection, bucket: str, remote: RemoteObject, descriptor: int
+    conn: Connection, bucket: str, remote: RemoteObject, out: BinaryIO
 ) -> tuple[dict[str, str], FileDigest]:
     """One GetObject, pinned to the listed ETag, streamed to disk while hashing."""
     response = conn.client.get_object(
         Bucket=bucket, Key=remote.key, IfMatch=f'"{remote.etag}"', **conn.owner_args()
     )
     md5 = hashlib.md5()
-    with os.fdopen(descriptor, "wb") as out:
-        for chunk in response["Body"].iter_chunks(READ_CHUNK):
-            md5.update(chunk)
-            out.write(chunk)
-        out.flush()
-        os.fsync(out.fileno())
+    for chunk in response["Body"].iter_chunks(READ_CHUNK):
+        md5.update(chunk)
+        out.write(chunk)
     return response.get("Metadata", {}), FileDigest(md5.hexdigest())
+
+
+class _KnownObject(BaseSubscriber):
+    """Hands s3transfer the size and ETag we already know, sparing its own HeadObject
+    and pinning every ranged GET to that ETag."""
+
+    def __init__(self, size: int, etag: str) -> None:
+        self._size = size
+        self._etag = etag
+
+    def on_queued(self, future: Any, **_: Any) -> None:
+        future.meta.provide_transfer_size(self._size)
+        future.meta.provide_object_etag(self._etag)
 
 
 def _get_large(
@@ -1090,23 +1114,26 @@ def _get_large(
     transfers: TransferManager,
     bucket: str,
     remote: RemoteObject,
-    temporary: str,
+    out: BinaryIO,
     part_size: int,
 ) -> tuple[dict[str, str], FileDigest]:
-    """Parallel ranged GETs through s3transfer, pinned to one version, then hashed from disk.
+    """Parallel ranged GETs through s3transfer into `out`, then hashed from disk.
 
-    s3transfer does not verify ranged downloads, so the file is hashed after it lands.
+    One HeadObject reads the metadata; s3transfer does not verify ranged downloads,
+    so the file is hashed after it lands.
     """
     owner = conn.owner_args()
     head = conn.client.head_object(
         Bucket=bucket, Key=remote.key, IfMatch=f'"{remote.etag}"', **owner
     )
     pinned = {"VersionId": head["VersionId"]} if head.get("VersionId") else {}
-    transfers.download(bucket, remote.key, temporary, extra_args={**pinned, **owner}).result()
-    with open(temporary, "rb") as downloaded:
-        digest = local_checksum(downloaded, part_size)
-        os.fsync(downloaded.fileno())
-    return head.get("Metadata", {}), digest
+    known = _KnownObject(head["ContentLength"], head["ETag"])
+    transfers.download(
+        bucket, remote.key, out, extra_args={**pinned, **owner}, subscribers=[known]
+    ).result()
+    out.flush()
+    out.seek(0)
+    return head.get("Metadata", {}), local_checksum(out, part_size)
 
 
 def _verify(remote: RemoteObject, metadata: Mapping[str, str], digest: FileDigest) -> None:

@@ -1,0 +1,711 @@
+"""Faults lose nothing: throttling, dropped connections, corruption, full disks and kills.
+
+Faults are injected into botocore's real request path (a `before-send` handler that
+answers or raises in place of the HTTP send), so botocore's own retry logic runs;
+kills and Ctrl-C hit real script processes talking to the moto server over HTTP.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError, ConnectionClosedError
+from botocore.retries.standard import ExponentialBackoff
+from helpers import PROJECT, count_calls, make_tree, read_tree, run_script
+from moto.s3.models import s3_backends
+from urllib3.exceptions import ProtocolError
+
+import ass3Backup
+import s3common
+from s3common import Connection
+
+MiB = s3common.MiB
+BIG = 11 * MiB  # three 5 MiB parts with the test Connection
+TEMP_GLOB = ".ass3-*"  # the tool's temporary names, and anything derived from them
+
+
+@pytest.fixture(autouse=True)
+def instant_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries happen at once, so a test of five attempts takes no seconds."""
+    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0)
+
+
+# --- Injecting faults -----------------------------------------------------------------------
+
+
+class _Body:
+    """The raw body of a canned response: what botocore reads from a real one."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, **_: Any) -> Any:
+        yield self._data
+
+    def read(self, *_: Any, **__: Any) -> bytes:
+        data, self._data = self._data, b""
+        return data
+
+
+def slow_down(request: Any) -> AWSResponse:
+    """A 503 SlowDown answer, which the request never gets past.
+
+    The request's URL is pointed away, so moto's stubber (the next before-send
+    handler) does not perform the operation behind the answer's back.
+    """
+    url = request.url
+    request.url = "http://fault.invalid/"
+    body = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+        b"<Message>Please reduce your request rate.</Message></Error>"
+    )
+    return AWSResponse(url, 503, {"Content-Type": "application/xml"}, _Body(body))
+
+
+def drop_connection(request: Any) -> None:
+    """The connection closes before any answer (nothing reaches the backend)."""
+    raise ConnectionClosedError(endpoint_url=request.url)
+
+
+class Fault:
+    """A before-send handler failing the first `times` matching requests (None: all)."""
+
+    def __init__(
+        self,
+        fail: Callable[[Any], Any],
+        *,
+        times: int | None = None,
+        key: str | None = None,
+        ranged: bool | None = None,
+    ) -> None:
+        self.fail = fail
+        self.times = times
+        self.key = key
+        self.ranged = ranged
+        self.hits = 0
+        self._lock = threading.Lock()
+
+    def matches(self, request: Any) -> bool:
+        path = request.url.split("?", 1)[0]
+        if self.key is not None and not path.endswith("/" + self.key):
+            return False
+        return self.ranged is None or ("Range" in request.headers) == self.ranged
+
+    def __call__(self, request: Any, **_: Any) -> Any:
+        if not self.matches(request):
+            return None
+        with self._lock:
+            if self.times is not None and self.hits >= self.times:
+                return None
+            self.hits += 1
+        return self.fail(request)
+
+
+def inject(conn: Connection, operation: str, fault: Fault) -> Fault:
+    """Run `fault` before every other before-send handler (moto's stubber included)."""
+    conn.client.meta.events.register_first(f"before-send.s3.{operation}", fault)
+    return fault
+
+
+def remove(conn: Connection, operation: str, fault: Fault) -> None:
+    conn.client.meta.events.unregister(f"before-send.s3.{operation}", fault)
+
+
+class _BreakingStream:
+    """A response stream that breaks off after `good` bytes, as a reset connection does."""
+
+    def __init__(self, raw: Any, good: int) -> None:
+        self._raw = raw
+        self._left = good
+
+    def read(self, amt: int | None = None) -> bytes:
+        if self._left <= 0:
+            raise ProtocolError("Connection broken: IncompleteRead")
+        chunk = self._raw.read(self._left if amt is None else min(amt, self._left))
+        self._left -= len(chunk)
+        return chunk
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+class BodyBreaker:
+    """An after-call handler cutting GetObject bodies of `key` off after `good` bytes.
+
+    botocore turns the urllib3 error into ResponseStreamingError, which it does not
+    retry itself: the tool (or s3transfer, for ranged GETs) must.
+    """
+
+    def __init__(self, *, key: str, times: int | None, good: int = 1000) -> None:
+        self.key = key
+        self.times = times
+        self.good = good
+        self.hits = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, parsed: dict[str, Any], http_response: Any, **_: Any) -> None:
+        if "Body" not in parsed or not http_response.url.split("?")[0].endswith("/" + self.key):
+            return
+        with self._lock:
+            if self.times is not None and self.hits >= self.times:
+                return
+            self.hits += 1
+        parsed["Body"]._raw_stream = _BreakingStream(parsed["Body"]._raw_stream, self.good)
+
+
+def break_bodies(conn: Connection, breaker: BodyBreaker) -> BodyBreaker:
+    conn.client.meta.events.register_first("after-call.s3.GetObject", breaker)
+    return breaker
+
+
+# --- Small helpers ------------------------------------------------------------------------
+
+
+def backup(conn: Connection, root: Path, bucket: str) -> s3common.Summary:
+    return s3common.backup(conn, str(root), bucket=bucket, prefix="data")
+
+
+def restore(conn: Connection, dest: Path, bucket: str) -> s3common.Summary:
+    return s3common.restore(conn, "data", bucket=bucket, destination=str(dest))
+
+
+def stored(client: Any, bucket: str) -> dict[str, bytes]:
+    """Every object in the bucket with its bytes."""
+    paginator = client.get_paginator("list_objects_v2")
+    return {
+        item["Key"]: client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+        for page in paginator.paginate(Bucket=bucket)
+        for item in page.get("Contents", [])
+    }
+
+
+def temporaries(root: Path) -> list[Path]:
+    """Files a transfer left behind below root (none must survive a finished run)."""
+    return sorted(root.rglob(TEMP_GLOB))
+
+
+def open_uploads(client: Any, bucket: str) -> list[dict[str, Any]]:
+    """Multipart uploads still open: parts S3 would keep (and bill) forever."""
+    return client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+# --- 1, 2: throttling ------------------------------------------------------------------------
+
+
+def test_slow_down_twice_then_success(conn: Connection, s3, bucket: str, tmp_path: Path) -> None:
+    """Two 503s are retried by botocore: the run succeeds with the right bytes."""
+    root = make_tree(tmp_path / "src", {"a.txt": b"alpha"})
+    fault = inject(conn, "PutObject", Fault(slow_down, times=2))
+    summary = backup(conn, root, bucket)
+    assert (summary.exit_code, summary.transferred, summary.failures) == (0, 1, [])
+    assert fault.hits == 2
+    assert stored(s3, bucket) == {"data/a.txt": b"alpha"}
+
+
+def test_slow_down_forever_fails_one_file_and_a_rerun_sends_only_it(
+    conn: Connection, s3, bucket: str, tmp_path: Path
+) -> None:
+    """A key that never gets through is reported after every attempt; nothing else suffers."""
+    files = {"a": b"one", "bad": b"two", "c/d": b"three"}
+    root = make_tree(tmp_path / "src", files)
+    fault = inject(conn, "PutObject", Fault(slow_down, key="data/bad"))
+    summary = backup(conn, root, bucket)
+    assert summary.exit_code == s3common.EXIT_FAILURES
+    assert [name for name, _ in summary.failures] == ["bad"]
+    assert "SlowDown" in summary.failures[0][1]
+    assert fault.hits == s3common.DEFAULT_MAX_ATTEMPTS
+    assert stored(s3, bucket) == {"data/a": b"one", "data/c/d": b"three"}
+
+    remove(conn, "PutObject", fault)
+    calls = count_calls(conn.client)
+    again = backup(conn, root, bucket)
+    assert (again.exit_code, again.transferred, again.unchanged) == (0, 1, 2)
+    assert calls["PutObject"] == 1
+    assert stored(s3, bucket) == {f"data/{rel}": data for rel, data in files.items()}
+
+
+# --- 3: dropped connections during a multipart upload ----------------------------------------
+
+
+def test_upload_part_dropped_once_is_retried(
+    conn: Connection, s3, bucket: str, tmp_path: Path
+) -> None:
+    """One part's connection drops: botocore resends that part, and the object is whole."""
+    data = os.urandom(BIG)
+    root = make_tree(tmp_path / "src", {"big.bin": data})
+    fault = inject(conn, "UploadPart", Fault(drop_connection, times=1))
+    summary = backup(conn, root, bucket)
+    assert (summary.exit_code, summary.transferred, summary.failures) == (0, 1, [])
+    assert fault.hits == 1
+    assert restore(conn, tmp_path / "out", bucket).failures == []
+    assert (tmp_path / "out/data/big.bin").read_bytes() == data
+    assert open_uploads(s3, bucket) == []
+
+
+def test_upload_part_dropped_forever_fails_and_aborts_the_upload(
+    conn: Connection, s3, bucket: str, tmp_path: Path
+) -> None:
+    """The failed file is reported and its multipart upload aborted, not left to bill."""
+    root = make_tree(tmp_path / "src", {"big.bin": os.urandom(BIG), "small": b"s"})
+    inject(conn, "UploadPart", Fault(drop_connection))
+    summary = backup(conn, root, bucket)
+    assert summary.exit_code == s3common.EXIT_FAILURES
+    assert [name for name, _ in summary.failures] == ["big.bin"]
+    assert stored(s3, bucket) == {"data/small": b"s"}
+    assert open_uploads(s3, bucket) == []
+
+
+# --- 4: dropped connections and broken bodies during a restore --------------------------------
+
+
+@pytest.fixture
+def backed_up(conn: Connection, s3, bucket: str, tmp_path: Path) -> dict[str, bytes]:
+    """A small and a multipart file, backed up (no faults yet)."""
+    files = {"small.txt": b"small file\n" * 100, "big.bin": os.urandom(BIG)}
+    assert backup(conn, make_tree(tmp_path / "src", files), bucket).failures == []
+    return files
+
+
+@pytest.mark.parametrize("name", ["small.txt", "big.bin"])
+def test_get_object_dropped_once_is_retried(
+    conn: Connection, bucket: str, tmp_path: Path, backed_up: dict[str, bytes], name: str
+) -> None:
+    """A dropped GET (small: the one GET; big: its first ranged GET) is simply resent."""
+    fault = inject(conn, "GetObject", Fault(drop_connection, times=1, key=f"data/{name}"))
+    summary = restore(conn, tmp_path / "out", bucket)
+    assert (summary.exit_code, summary.transferred, summary.failures) == (0, 2, [])
+    assert fault.hits == 1
+    assert read_tree(tmp_path / "out/data") == backed_up
+    assert temporaries(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("name", ["small.txt", "big.bin"])
+def test_get_object_dropped_forever_is_reported_leaving_nothing(
+    conn: Connection, bucket: str, tmp_path: Path, backed_up: dict[str, bytes], name: str
+) -> None:
+    """A download that never succeeds leaves neither a temporary nor a partial file."""
+    inject(conn, "GetObject", Fault(drop_connection, key=f"data/{name}"))
+    summary = restore(conn, tmp_path / "out", bucket)
+    assert summary.exit_code == s3common.EXIT_FAILURES
+    assert [failed for failed, _ in summary.failures] == [name]
+    others = {rel: data for rel, data in backed_up.items() if rel != name}
+    assert read_tree(tmp_path / "out/data") == others
+    assert temporaries(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("name", ["small.txt", "big.bin"])
+def test_body_breaking_off_once_is_retried(
+    conn: Connection, bucket: str, tmp_path: Path, backed_up: dict[str, bytes], name: str
+) -> None:
+    """A GetObject body cut off mid-stream (ResponseStreamingError) is fetched again."""
+    breaker = break_bodies(conn, BodyBreaker(key=f"data/{name}", times=1))
+    summary = restore(conn, tmp_path / "out", bucket)
+    assert (summary.exit_code, summary.transferred, summary.failures) == (0, 2, [])
+    assert breaker.hits == 1
+    assert read_tree(tmp_path / "out/data") == backed_up
+    assert temporaries(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("name", ["small.txt", "big.bin"])
+def test_body_breaking_off_always_is_reported_leaving_nothing(
+    conn: Connection, bucket: str, tmp_path: Path, backed_up: dict[str, bytes], name: str
+) -> None:
+    """When every attempt breaks off, the file is reported and the run goes on normally."""
+    break_bodies(conn, BodyBreaker(key=f"data/{name}", times=None))
+    summary = restore(conn, tmp_path / "out", bucket)
+    assert summary.exit_code == s3common.EXIT_FAILURES
+    assert [failed for failed, _ in summary.failures] == [name]
+    others = {rel: data for rel, data in backed_up.items() if rel != name}
+    assert read_tree(tmp_path / "out/data") == others
+    assert temporaries(tmp_path / "out") == []
+
+
+def test_object_replaced_during_a_ranged_download_is_reported_not_fatal(
+    conn: Connection, s3, bucket: str, tmp_path: Path
+) -> None:
+    """Another backup replaces an object between the restore's listing and its ranged GETs.
+
+    Without versioning nothing pins the version, and s3transfer's If-Match turns the
+    change into S3DownloadFailedError: one file reported (or restored with the new,
+    verified bytes), never a crashed run.
+    """
+    s3.create_bucket(Bucket=bucket)  # made by someone else: no versioning
+    files = {"big.bin": os.urandom(BIG), "small.txt": b"small"}
+    backup(conn, make_tree(tmp_path / "src", files), bucket)
+    replacement = os.urandom(BIG)
+
+    def replace_object(request: Any) -> None:
+        s3.put_object(
+            Bucket=bucket,
+            Key="data/big.bin",
+            Body=replacement,
+            Metadata={"md5": hashlib.md5(replacement).hexdigest()},
+        )
+
+    fault = inject(conn, "GetObject", Fault(replace_object, times=1, ranged=True))
+    summary = restore(conn, tmp_path / "out", bucket)
+    assert fault.hits == 1
+    out = read_tree(tmp_path / "out" / "data")
+    assert out.get("small.txt") == b"small"
+    if summary.failures:
+        assert [name for name, _ in summary.failures] == ["big.bin"]
+        assert "big.bin" not in out
+    else:
+        assert out["big.bin"] == replacement
+    assert temporaries(tmp_path / "out") == []
+
+
+# --- 5: an object corrupted in the store -----------------------------------------------------
+
+
+def corrupt(bucket: str, key: str, offset: int, *, keep_crc: bool) -> None:
+    """Flip one stored byte in moto's backend, keeping the length, ETag and metadata.
+
+    Without `keep_crc` the stored CRC32 goes too (as on a store without flexible
+    checksums), so only the tool's own MD5 check stands between the bytes and the disk.
+    """
+    stored_key = s3_backends["123456789012"]["aws"].buckets[bucket].keys[key]
+    etag = stored_key.etag
+    value = bytearray(stored_key.value)
+    value[offset] ^= 0xFF
+    stored_key.value = bytes(value)
+    assert stored_key.etag == etag and stored_key.size == len(value)
+    if not keep_crc:
+        stored_key.checksum_value = stored_key.checksum_algorithm = None
+
+
+@pytest.mark.parametrize(
+    ("name", "keep_crc"),
+    [("small.txt", True), ("small.txt", False), ("big.bin", True)],
+    ids=["small", "small-md5-only", "big"],
+)
+def test_corrupt_object_is_refused_and_the_old_local_file_kept(
+    conn: Connection,
+    s3,
+    bucket: str,
+    tmp_path: Path,
+    backed_up: dict[str, bytes],
+    name: str,
+    keep_crc: bool,
+) -> None:
+    """Bad bytes (small: one GET; big: ranged GETs) never replace a file on disk."""
+    head = s3.head_object(Bucket=bucket, Key=f"data/{name}")
+    corrupt(bucket, f"data/{name}", len(backed_up[name]) // 2 + 1, keep_crc=keep_crc)
+    assert s3.head_object(Bucket=bucket, Key=f"data/{name}")["ETag"] == head["ETag"]
+    out = make_tree(tmp_path / "out" / "data", {name: b"an older version"})
+    before = os.stat(out / name)
+
+    summary = restore(conn, tmp_path / "out", bucket)
+    assert summary.exit_code == s3common.EXIT_FAILURES
+    [(failed, reason)] = summary.failures
+    assert failed == name and "checksum" in reason.lower(), reason
+    if not keep_crc or name == "big.bin":  # no CRC for botocore to check: the tool's MD5
+        assert reason.startswith("checksum mismatch: expected MD5"), reason
+    assert (out / name).read_bytes() == b"an older version"
+    assert os.stat(out / name).st_mtime_ns == before.st_mtime_ns
+    others = {rel: data for rel, data in backed_up.items() if rel != name}
+    assert read_tree(out) == {**others, name: b"an older version"}
+    assert temporaries(tmp_path / "out") == []
+
+
+# --- 6: the disk fills up -------------------------------------------------------------------
+
+
+def test_disk_full_on_one_folder_fails_its_files_only(
+    conn: Connection, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC (as fsync reports a full disk) fails those files; the rest are restored."""
+    files = {
+        "full/small.txt": b"no room",
+        "full/big.bin": os.urandom(BIG),
+        "ok/a.txt": b"a",
+        "ok/b.txt": b"b",
+    }
+    backup(conn, make_tree(tmp_path / "src", files), bucket)
+    real_fsync = os.fsync
+    refused: list[str] = []
+
+    def fsync(fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if f"{os.sep}full{os.sep}" in path:
+            refused.append(path)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    summary = restore(conn, tmp_path / "out", bucket)
+    assert len(refused) == 2
+    assert summary.exit_code == s3common.EXIT_FAILURES
+    assert sorted(summary.failures) == [
+        ("full/big.bin", os.strerror(errno.ENOSPC)),
+        ("full/small.txt", os.strerror(errno.ENOSPC)),
+    ]
+    assert read_tree(tmp_path / "out" / "data") == {"ok/a.txt": b"a", "ok/b.txt": b"b"}
+    assert temporaries(tmp_path / "out") == []
+
+
+# --- 7: Ctrl-C in the middle of a multipart upload --------------------------------------------
+
+
+def ctrl_c(request: Any) -> None:
+    """Deliver SIGINT to the main thread, as a terminal's Ctrl-C does, then let the part go.
+
+    A real signal (not _thread.interrupt_main) wakes the main thread from its wait.
+    """
+    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+    time.sleep(0.2)
+
+
+def test_ctrl_c_during_multipart_upload_aborts_it(
+    conn: Connection, s3, bucket: str, tmp_path: Path
+) -> None:
+    root = make_tree(tmp_path / "src", {"big.bin": os.urandom(BIG)})
+    fault = inject(conn, "UploadPart", Fault(ctrl_c, times=1))
+    with pytest.raises(KeyboardInterrupt):
+        backup(conn, root, bucket)
+    assert fault.hits == 1
+    assert open_uploads(s3, bucket) == []
+    assert object_count(s3, bucket) == 0
+
+
+def test_ctrl_c_in_the_script_exits_130_with_one_line(
+    conn: Connection,
+    s3,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = make_tree(tmp_path / "src", {"big.bin": os.urandom(BIG)})
+    inject(conn, "UploadPart", Fault(ctrl_c, times=1))
+    monkeypatch.setattr(s3common, "connect", lambda args: (conn, bucket))
+    assert ass3Backup.main([str(root), "--bucket", bucket]) == s3common.EXIT_INTERRUPTED
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == ["ass3Backup: interrupted"]
+    assert captured.out == ""
+    assert open_uploads(s3, bucket) == []
+
+
+# --- 8-10: kill -9 and Ctrl-C of the real scripts -------------------------------------------
+
+MANY = 300  # small files, one at a time with --workers 1: slow enough to kill half way
+
+
+@pytest.fixture
+def server(moto_endpoint: str) -> Any:
+    """A client on the moto server, to watch and check what the scripts do there."""
+    return boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+
+
+def start_script(script: str, *args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(PROJECT / script), *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_until(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 60) -> None:
+    """Poll until `ready()`; the process must still be running then, or the test is moot."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, f"finished before the fault: {proc.communicate()}"
+        assert time.monotonic() < deadline, "timed out waiting for the process"
+        time.sleep(0.01)
+    assert proc.poll() is None, f"finished before the fault: {proc.communicate()}"
+
+
+def object_count(client: Any, bucket: str) -> int:
+    try:
+        return client.list_objects_v2(Bucket=bucket).get("KeyCount", 0)
+    except ClientError:
+        return 0  # the script has not created the bucket yet
+
+
+def transferred(summary: str, verb: str) -> int:
+    match = re.search(rf"{verb} (\d+) files?\b", summary)
+    assert match, summary
+    return int(match.group(1))
+
+
+def many_files() -> dict[str, bytes]:
+    return {f"d{i % 7}/f{i:03}": os.urandom(300 + i) for i in range(MANY)}
+
+
+def test_kill_9_during_backup_then_rerun_sends_exactly_the_rest(
+    tmp_path: Path, bucket: str, script_env: dict[str, str], server: Any
+) -> None:
+    files = many_files()
+    make_tree(tmp_path / "data", files)
+    args = ("data", "--bucket", bucket)
+    proc = start_script("ass3Backup.py", *args, "--workers", "1", env=script_env, cwd=tmp_path)
+    try:
+        wait_until(proc, lambda: object_count(server, bucket) >= 30)
+    finally:
+        proc.kill()
+        proc.communicate()
+    time.sleep(0.5)  # a request the server was still handling lands
+    partial = stored(server, bucket)
+    assert 30 <= len(partial) < MANY
+    # Whatever made it is whole: S3 writes objects all or nothing.
+    assert all(data == files[key.removeprefix("data/")] for key, data in partial.items())
+
+    result = run_script("ass3Backup.py", *args, env=script_env, cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert transferred(result.stdout, "uploaded") == MANY - len(partial)
+    assert f"unchanged {len(partial)}," in result.stdout
+    assert stored(server, bucket) == {f"data/{rel}": data for rel, data in files.items()}
+
+
+def test_kill_9_during_restore_leaves_only_whole_files_then_rerun_completes(
+    tmp_path: Path, bucket: str, script_env: dict[str, str]
+) -> None:
+    files = many_files()
+    make_tree(tmp_path / "data", files)
+    done = run_script("ass3Backup.py", "data", "--bucket", bucket, env=script_env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    args = ("data", "--bucket", bucket, "--dest", "out")
+    out = tmp_path / "out" / "data"
+
+    def restored() -> dict[str, bytes]:
+        """Files under their final names (a killed run may leave temporaries beside them)."""
+        return {rel: data for rel, data in read_tree(out).items() if ".ass3-" not in rel}
+
+    proc = start_script("ass3Restore.py", *args, "--workers", "1", env=script_env, cwd=tmp_path)
+    try:
+        wait_until(proc, lambda: out.is_dir() and sum(1 for _ in out.rglob("f*")) >= 30)
+    finally:
+        proc.kill()
+        proc.communicate()
+    partial = restored()
+    assert 30 <= len(partial) < MANY
+    assert all(data == files[rel] for rel, data in partial.items())
+
+    result = run_script("ass3Restore.py", *args, env=script_env, cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert transferred(result.stdout, "downloaded") == MANY - len(partial)
+    assert read_tree(out) == files
+    assert temporaries(tmp_path / "out") == []
+
+
+KILL_MID_DOWNLOAD = """
+import os, signal, sys, time
+sys.path.insert(0, {project!r})
+import ass3Restore, s3common
+
+dest = {dest!r}
+make_client = s3common.Connection._client
+ranged = []
+
+
+def landed() -> int:
+    return sum(
+        os.path.getsize(os.path.join(folder, name))
+        for folder, _, names in os.walk(dest) for name in names
+    )
+
+
+def kill_on_second_range(request, **_):
+    if "Range" in request.headers:
+        ranged.append(request.headers["Range"])
+        if len(ranged) == 2:
+            deadline = time.monotonic() + 10
+            while not landed() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def client(self, service):
+    made = make_client(self, service)
+    made.meta.events.register_first("before-send.s3.GetObject", kill_on_second_range)
+    return made
+
+
+s3common.Connection._client = client
+sys.exit(ass3Restore.main(sys.argv[1:]))
+"""
+
+
+def test_kill_9_during_a_multipart_download_leaves_no_litter(
+    tmp_path: Path, bucket: str, script_env: dict[str, str]
+) -> None:
+    """Killed once the first of two ranged GETs has landed: the next restore cleans up.
+
+    The kill is deterministic: the script itself SIGKILLs before its second ranged GET.
+    """
+    files = {"big.bin": os.urandom(12 * MiB), "small.txt": b"small"}
+    make_tree(tmp_path / "data", files)
+    done = run_script("ass3Backup.py", "data", "--bucket", bucket, env=script_env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    args = ["data", "--bucket", bucket, "--dest", "out", "--workers", "1"]
+    driver = textwrap.dedent(KILL_MID_DOWNLOAD).format(
+        project=str(PROJECT), dest=str(tmp_path / "out")
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", driver, *args],
+        env=script_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (tmp_path / "out/data/big.bin").exists()
+
+    result = run_script("ass3Restore.py", *args, env=script_env, cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert temporaries(tmp_path / "out") == []
+    assert read_tree(tmp_path / "out" / "data") == files
+
+
+def test_sigint_during_a_big_upload_exits_130_and_aborts_it(
+    tmp_path: Path, bucket: str, script_env: dict[str, str], server: Any
+) -> None:
+    with open(tmp_path / "big.bin", "wb") as out:
+        for _ in range(60):
+            out.write(os.urandom(MiB))
+    (tmp_path / "data").mkdir()
+    os.replace(tmp_path / "big.bin", tmp_path / "data" / "big.bin")
+
+    def uploading() -> bool:
+        try:
+            return bool(open_uploads(server, bucket))
+        except ClientError:
+            return False
+
+    proc = start_script(
+        "ass3Backup.py", "data", "--bucket", bucket, "--workers", "1", env=script_env, cwd=tmp_path
+    )
+    try:
+        wait_until(proc, uploading)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == s3common.EXIT_INTERRUPTED, stderr
+    assert "Traceback" not in stderr
+    assert stderr.splitlines() == ["ass3Backup: interrupted"]
+    assert stdout == ""
+    assert open_uploads(server, bucket) == []
+    assert object_count(server, bucket) == 0
