@@ -1308,7 +1308,7 @@ def format_listing(conn: Connection, bucket: str, name: str | None) -> list[str]
     for info in backups:
         newest = f"{info.newest:%Y-%m-%d %H:%M:%S}" if info.newest else "-"
         lines.append(
-            f"  {info.name:<30} {info.objects:>8} objects "
+            f"  {info.name:<30} {plural(info.objects, 'object'):>16} "
             f"{human_bytes(info.size):>10}  newest {newest}"
         )
     if not backups:

@@ -229,3 +229,25 @@ def test_unreadable_entry_is_reported_and_the_rest_uploaded(
     if locked == "locked.txt":
         expected.add("data/locked/in.txt")
     assert keys(server, bucket) == expected
+
+
+def test_credentials_never_reach_the_output(
+    tree: Path, tmp_path: Path, bucket: str, script_env: dict[str, str]
+) -> None:
+    """Even with -v, on success and on failure, neither key appears on stdout or stderr."""
+    env = dict(script_env, AWS_ACCESS_KEY_ID="AKIAEXAMPLEKEYID0001", AWS_SECRET_ACCESS_KEY="s3cr3t")
+    runs = [
+        run_script("ass3Backup.py", str(tree), "--bucket", bucket, "-v", env=env),
+        run_script("ass3Restore.py", "data", "--bucket", bucket, "-v", env=env, cwd=tmp_path),
+        run_script("ass3Restore.py", "nope", "--bucket", bucket, "-v", env=env),
+        run_script(
+            "ass3Backup.py",
+            str(tree),
+            "-v",
+            env=dict(env, AWS_ENDPOINT_URL="http://127.0.0.1:1", AWS_MAX_ATTEMPTS="1"),
+        ),
+    ]
+    assert [run.returncode for run in runs] == [0, 0, 2, 2]
+    for run in runs:
+        assert "AKIAEXAMPLEKEYID0001" not in run.stdout + run.stderr
+        assert "s3cr3t" not in run.stdout + run.stderr

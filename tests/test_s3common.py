@@ -341,7 +341,7 @@ def test_listing_of_buckets_and_backups(conn: Connection, s3, bucket: str, tmp_p
     assert f"  {bucket}" in lines
     alpha = next(line for line in lines if line.strip().startswith("alpha"))
     assert "2 objects" in alpha and "5 B" in alpha
-    assert any(line.strip().startswith("beta") and "1 objects" in line for line in lines)
+    assert any(line.strip().startswith("beta") and "1 object " in line for line in lines)
     objects = s3common.format_listing(conn, bucket, "alpha")
     assert [line.split()[-1] for line in objects] == ["x", "y/z"]
     with pytest.raises(Ass3Error, match="no backup named"):
