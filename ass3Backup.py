@@ -17,6 +17,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("directory", metavar="DIR", nargs="?", help="the folder to back up")
     parser.add_argument("--prefix", help="backup name in the bucket (default: basename of DIR)")
     parser.add_argument(
+        "--checksum",
+        action="store_true",
+        help="re-read every file whose size matches, ignoring the local state cache",
+    )
+    parser.add_argument(
         "--list",
         nargs="?",
         const="",
@@ -43,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             s3common.normalize_prefix(args.prefix) if args.prefix else s3common.default_prefix(root)
         )
         conn, bucket = s3common.connect(args)
-        summary = s3common.backup(conn, root, bucket=bucket, prefix=prefix)
+        summary = s3common.backup(conn, root, bucket=bucket, prefix=prefix, checksum=args.checksum)
         print(f"{args.directory} -> s3://{bucket}/{prefix}/: {summary.line()}")
         return summary.exit_code
 

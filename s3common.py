@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 import re
+import sqlite3
 import stat
 import sys
 import tempfile
@@ -167,6 +168,15 @@ class FileDigest:
     part_md5s: tuple[bytes, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A file as it was read, with its MD5 and the ETag its object has: a cache record."""
+
+    local: LocalFile
+    md5: str
+    etag: str
+
+
 @dataclass
 class Summary:
     """What one run did, for the closing line and the exit code."""
@@ -178,6 +188,7 @@ class Summary:
     skipped: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     requests: Counter[str] = field(default_factory=Counter)
+    read_bytes: int = 0
     seconds: float = 0.0
 
     @property
@@ -190,7 +201,7 @@ class Summary:
             f"{self.action} {plural(self.transferred, 'file')} "
             f"({human_bytes(self.transferred_bytes)}), "
             f"unchanged {self.unchanged}, skipped {self.skipped}, failed {len(self.failures)} "
-            f"in {self.seconds:.1f}s ({requests} requests)"
+            f"in {self.seconds:.1f}s ({requests} requests, {human_bytes(self.read_bytes)} read)"
         )
 
 
@@ -275,6 +286,24 @@ def plan_transfers(
         else:
             reason = SAME_SIZE
         yield Step(rel, source, target, reason)
+
+
+def cache_vouches(local: LocalFile, remote: RemoteObject, record: Seen | None) -> bool:
+    """Whether a cache record proves the file equals its object without reading it.
+
+    Like restic's change check: size, mtime, ctime and inode all as recorded. The
+    object's ETag must also be the one recorded, so an object rewritten behind the
+    tool's back (or a cache from another bucket or machine) is never trusted.
+    """
+    if record is None:
+        return False
+    seen = record.local
+    return (
+        (seen.size, seen.mtime_ns, seen.ctime_ns, seen.inode)
+        == (local.size, local.mtime_ns, local.ctime_ns, local.inode)
+        and record.etag == remote.etag
+        and remote.size == local.size
+    )
 
 
 _PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
@@ -514,6 +543,135 @@ def local_checksum(fileobj: Any, part_size: int | None) -> FileDigest:
 
 def _same_file_state(before: os.stat_result, after: os.stat_result) -> bool:
     return (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns)
+
+
+# ---------------------------------------------------------------------------
+# State cache
+# ---------------------------------------------------------------------------
+
+# A file modified this close to the run's start may change again within one
+# timestamp tick without its mtime moving (git's "racily clean" entries): not cached.
+RACY_WINDOW_NS = 1_000_000_000
+
+
+def default_cache_path() -> str:
+    """$XDG_CACHE_HOME/ass3/state.sqlite3, else ~/.cache/ass3/state.sqlite3."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "ass3", "state.sqlite3")
+
+
+class StateCache:
+    """What earlier backups saw of each file (stat identity, MD5, ETag), in local SQLite.
+
+    Keyed by endpoint, bucket and prefix. Missing, stale, corrupt, from another
+    machine or shared by two runs at once, it costs speed and never correctness:
+    a record only counts through `cache_vouches`, and an unreadable cache is none.
+    """
+
+    FLUSH_EVERY = 1000
+    _SCHEMA = """
+        CREATE TABLE IF NOT EXISTS files (
+            scope TEXT NOT NULL, rel TEXT NOT NULL,
+            size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
+            inode INTEGER NOT NULL, md5 TEXT NOT NULL, etag TEXT NOT NULL,
+            PRIMARY KEY (scope, rel)
+        ) WITHOUT ROWID"""
+
+    def __init__(self, path: str, scope: str) -> None:
+        self.path = path
+        self._scope = scope
+        self._pending: list[tuple[Any, ...]] = []
+        self._started_ns = time.time_ns()
+        self._db = self._connect()
+
+    def __enter__(self) -> StateCache:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _connect(self) -> sqlite3.Connection | None:
+        for attempt in (1, 2):
+            try:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                db = sqlite3.connect(self.path, timeout=30)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(self._SCHEMA)
+                db.execute("SELECT count(*) FROM (SELECT 1 FROM files LIMIT 1)").fetchone()
+                return db
+            except sqlite3.OperationalError as error:  # locked, read-only, no space
+                log.warning(
+                    "warning: state cache %s unusable (%s); reading files", self.path, error
+                )
+                return None
+            except sqlite3.DatabaseError as error:  # not a database, malformed
+                if attempt == 2:
+                    break
+                log.warning(
+                    "warning: state cache %s is corrupt (%s); starting afresh", self.path, error
+                )
+                for suffix in ("", "-wal", "-shm"):
+                    with suppress(FileNotFoundError):
+                        os.unlink(self.path + suffix)
+            except OSError as error:
+                log.warning("warning: no state cache at %s (%s); reading files", self.path, error)
+                return None
+        return None
+
+    def _disable(self, error: Exception) -> None:
+        log.warning("warning: state cache %s failed (%s); reading files", self.path, error)
+        if self._db is not None:
+            with suppress(sqlite3.Error):
+                self._db.close()
+        self._db = None
+
+    def vouches(self, local: Entry, remote: Entry) -> bool:
+        """Whether the file is known to equal its object without reading it."""
+        if self._db is None:
+            return False
+        assert isinstance(local, LocalFile) and isinstance(remote, RemoteObject)
+        try:
+            row = self._db.execute(
+                "SELECT size, mtime_ns, ctime_ns, inode, md5, etag FROM files "
+                "WHERE scope = ? AND rel = ?",
+                (self._scope, local.rel),
+            ).fetchone()
+        except sqlite3.Error as error:
+            self._disable(error)
+            return False
+        if row is None:
+            return False
+        size, mtime_ns, ctime_ns, inode, md5, etag = row
+        seen = LocalFile(local.rel, local.path, size, mtime_ns, 0, ctime_ns, inode)
+        return cache_vouches(local, remote, Seen(seen, md5, etag))
+
+    def remember(self, seen: Seen) -> None:
+        """Record a file as read; written in batches, and at close."""
+        if self._db is None or seen.local.mtime_ns >= self._started_ns - RACY_WINDOW_NS:
+            return
+        local = seen.local
+        row = (local.size, local.mtime_ns, local.ctime_ns, local.inode, seen.md5, seen.etag)
+        self._pending.append((self._scope, local.rel, *row))
+        if len(self._pending) >= self.FLUSH_EVERY:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._db is None or not self._pending:
+            return
+        try:
+            with self._db:  # one transaction: all of the batch or none of it
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._pending
+                )
+        except sqlite3.Error as error:
+            self._disable(error)
+        self._pending.clear()
+
+    def close(self) -> None:
+        self._flush()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
 
 # ---------------------------------------------------------------------------
@@ -803,12 +961,14 @@ def content_matches(
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one planned step."""
+    """What happened to one planned step; `seen` is what the state cache should remember."""
 
     rel: str
     transferred: bool
     size: int = 0
     reason: str = ""
+    read_bytes: int = 0
+    seen: Seen | None = None
 
 
 def _metadata(digest: FileDigest, st: os.stat_result) -> dict[str, str]:
@@ -820,11 +980,12 @@ def _metadata(digest: FileDigest, st: os.stat_result) -> dict[str, str]:
 
 
 def _upload_once(
-    conn: Connection, transfers: TransferManager, bucket: str, key: str, path: str
-) -> int:
+    conn: Connection, transfers: TransferManager, bucket: str, key: str, rel: str, path: str
+) -> Seen:
     """Upload the file as it is now; FileProblem if it changed while being read."""
     with open(path, "rb") as fileobj:
         before = os.fstat(fileobj.fileno())
+        snapshot = LocalFile.from_stat(rel, path, before)
         part_size = conn.part_size_for(before.st_size)
         if part_size is None:
             # Small file: the bytes hashed are the bytes sent, and S3 checks Content-MD5.
@@ -833,7 +994,7 @@ def _upload_once(
             after = os.fstat(fileobj.fileno())
             if not _same_file_state(before, after) or len(data) != before.st_size:
                 raise FileProblem("changed while being read")
-            conn.client.put_object(
+            response = conn.client.put_object(
                 Bucket=bucket,
                 Key=key,
                 Body=data,
@@ -841,7 +1002,7 @@ def _upload_once(
                 Metadata=_metadata(digest, before),
                 **conn.owner_args(),
             )
-            return len(data)
+            return Seen(snapshot, digest.md5, response["ETag"].strip('"'))
         digest = local_checksum(fileobj, part_size)
     transfers.upload(
         path, bucket, key, extra_args={"Metadata": _metadata(digest, before), **conn.owner_args()}
@@ -850,7 +1011,7 @@ def _upload_once(
         # The object may not match the md5 recorded with it: take it back out.
         conn.client.delete_object(Bucket=bucket, Key=key, **conn.owner_args())
         raise FileProblem("changed while being uploaded")
-    return before.st_size
+    return Seen(snapshot, digest.md5, multipart_etag(digest.part_md5s))
 
 
 def _backup_step(
@@ -859,21 +1020,34 @@ def _backup_step(
     local = step.source
     assert isinstance(local, LocalFile)
     reason = step.reason
+    read_bytes = 0
     if reason == SAME_SIZE:
-        assert isinstance(step.target, RemoteObject)
+        remote = step.target
+        assert isinstance(remote, RemoteObject)
         with open(local.path, "rb") as fileobj:
+            snapshot = LocalFile.from_stat(local.rel, local.path, os.fstat(fileobj.fileno()))
             digest = local_checksum(fileobj, conn.part_size_for(local.size))
-        if content_matches(conn, bucket, step.target, digest):
-            return Outcome(step.rel, transferred=False)
+        read_bytes = snapshot.size
+        if content_matches(conn, bucket, remote, digest):
+            seen = Seen(snapshot, digest.md5, remote.etag)
+            return Outcome(step.rel, transferred=False, read_bytes=read_bytes, seen=seen)
         reason = CONTENT_CHANGED
     key = f"{prefix}/{local.rel}"
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise FileProblem(f"the S3 key would be longer than {MAX_KEY_BYTES} bytes")
     try:
-        size = _upload_once(conn, transfers, bucket, key, local.path)
+        seen = _upload_once(conn, transfers, bucket, key, local.rel, local.path)
     except FileProblem:
-        size = _upload_once(conn, transfers, bucket, key, local.path)  # once more, then report
-    return Outcome(step.rel, transferred=True, size=size, reason=reason)
+        seen = _upload_once(conn, transfers, bucket, key, local.rel, local.path)  # once more
+    read_bytes += seen.local.size * 2 if conn.part_size_for(seen.local.size) else seen.local.size
+    return Outcome(
+        step.rel,
+        transferred=True,
+        size=seen.local.size,
+        reason=reason,
+        read_bytes=read_bytes,
+        seen=seen,
+    )
 
 
 def backup(
@@ -882,22 +1056,40 @@ def backup(
     *,
     bucket: str,
     prefix: str,
+    checksum: bool = False,
+    cache_path: str | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> Summary:
-    """Upload every new or changed regular file under `directory` to s3://bucket/prefix/."""
+    """Upload every new or changed regular file under `directory` to s3://bucket/prefix/.
+
+    The state cache spares reading files it can vouch for; `checksum` re-reads all.
+    """
     started = time.monotonic()
     root = check_directory(directory)
     summary = Summary("uploaded", requests=conn.requests)
     ensure_bucket(conn, bucket)
     report = ScanReport()
-    steps = plan_transfers(scan_tree(root, report), list_remote(conn, bucket, prefix))
-    _execute(
-        conn,
-        steps,
-        lambda step, transfers: _backup_step(conn, transfers, bucket, prefix, step),
-        summary,
-        on_outcome,
-    )
+    scope = f"{conn.client.meta.endpoint_url}|{bucket}|{prefix}"
+    with StateCache(cache_path or default_cache_path(), scope) as cache:
+
+        def remember(outcome: Outcome) -> None:
+            if outcome.seen is not None:
+                cache.remember(outcome.seen)
+            if on_outcome:
+                on_outcome(outcome)
+
+        steps = plan_transfers(
+            scan_tree(root, report),
+            list_remote(conn, bucket, prefix),
+            known_unchanged=None if checksum else cache.vouches,
+        )
+        _execute(
+            conn,
+            steps,
+            lambda step, transfers: _backup_step(conn, transfers, bucket, prefix, step),
+            summary,
+            remember,
+        )
     summary.skipped = len(report.skipped)
     for path, reason in report.skipped:
         log.info("skipped %s (%s)", printable(path), reason)
@@ -979,6 +1171,7 @@ def _record(
     if isinstance(result, tuple):
         _record_failure(summary, *result)
         return
+    summary.read_bytes += result.read_bytes
     if result.transferred:
         summary.transferred += 1
         summary.transferred_bytes += result.size

@@ -60,7 +60,7 @@ def succeeded(result: subprocess.CompletedProcess[str]) -> str:
 
 def request_count(summary: str) -> int:
     """The '(N requests)' figure of a summary line: the cost of a run, as the user sees it."""
-    match = re.search(r"\((\d+) requests\)", summary)
+    match = re.search(r"\((\d+) requests", summary)
     assert match, summary
     return int(match.group(1))
 
