@@ -430,6 +430,8 @@ def tool_env(endpoint: str, scratch: Path) -> dict[str, str]:
         AWS_ENDPOINT_URL=endpoint,
         AWS_CONFIG_FILE=str(scratch / "aws-config"),
         AWS_SHARED_CREDENTIALS_FILE=str(scratch / "aws-credentials"),
+        # ass3's state cache starts cold in every benchmark and never touches ~/.cache.
+        XDG_CACHE_HOME=str(scratch / "cache"),
     )
     return env
 
