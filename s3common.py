@@ -715,6 +715,15 @@ def _error_code(error: ClientError) -> str:
     return error.response.get("Error", {}).get("Code", "")
 
 
+def _send_small_bodies_at_once(request: Any, **_: Any) -> None:
+    """Drop botocore's `Expect: 100-continue` from PutObject (only files under the
+    multipart threshold use it): waiting for the server's go-ahead costs a round
+    trip per small file, and resending a small body on a rare rejection costs little.
+    Content-MD5 still makes S3 check every body."""
+    if "Expect" in request.headers:
+        del request.headers["Expect"]
+
+
 class Connection:
     """One boto3 session and S3 client, shared by all worker threads, with a request count."""
 
@@ -765,6 +774,7 @@ class Connection:
     def _client(self, service: str) -> Any:
         client = self.session.client(service, endpoint_url=self.endpoint_url, config=self.config)
         client.meta.events.register("before-send", self._count)
+        client.meta.events.register("before-sign.s3.PutObject", _send_small_bodies_at_once)
         return client
 
     def _count(self, event_name: str, **_: Any) -> None:

@@ -346,3 +346,21 @@ def test_listing_of_buckets_and_backups(conn: Connection, s3, bucket: str, tmp_p
     assert [line.split()[-1] for line in objects] == ["x", "y/z"]
     with pytest.raises(Ass3Error, match="no backup named"):
         s3common.format_listing(conn, bucket, "gamma")
+
+
+def test_small_puts_skip_the_100_continue_round_trip(
+    conn: Connection, s3, bucket: str, tmp_path: Path
+) -> None:
+    """A small file goes in one round trip; multipart parts keep Expect: 100-continue."""
+    expect: dict[str, set[str | None]] = {}
+
+    def record(request: object, event_name: str, **_: object) -> None:
+        value = request.headers.get("Expect")  # type: ignore[attr-defined]
+        value = value.decode() if isinstance(value, bytes) else value
+        expect.setdefault(event_name.rsplit(".", 1)[-1], set()).add(value)
+
+    conn.client.meta.events.register("before-send.s3", record)
+    root = make_tree(tmp_path / "src", {"small": b"x" * 1000, "big": os.urandom(11 * MiB)})
+    assert backup(conn, root, bucket).transferred == 2
+    assert expect["PutObject"] == {None}
+    assert expect["UploadPart"] == {"100-continue"}
