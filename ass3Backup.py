@@ -22,6 +22,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-read every file whose size matches, ignoring the local state cache",
     )
     parser.add_argument(
+        "--keep-days",
+        type=s3common.positive_int,
+        metavar="N",
+        help="keep replaced and deleted versions of this backup for N days, then expire them",
+    )
+    s3common.add_deletion_arguments(parser, "objects whose files are gone from DIR")
+    parser.add_argument(
         "--list",
         nargs="?",
         const="",
@@ -48,11 +55,25 @@ def main(argv: list[str] | None = None) -> int:
             s3common.normalize_prefix(args.prefix) if args.prefix else s3common.default_prefix(root)
         )
         conn, bucket = s3common.connect(args)
-        summary = s3common.backup(conn, root, bucket=bucket, prefix=prefix, checksum=args.checksum)
-        print(f"{args.directory} -> s3://{bucket}/{prefix}/: {summary.line()}")
+        summary = s3common.backup(
+            conn,
+            root,
+            bucket=bucket,
+            prefix=prefix,
+            checksum=args.checksum,
+            delete=args.delete,
+            max_delete=args.max_delete,
+            force=args.force,
+            dry_run=args.dry_run,
+        )
+        if args.keep_days and not args.dry_run:
+            s3common.set_retention(conn, bucket, prefix, args.keep_days)
+            print(f"noncurrent versions of {prefix}/ expire after {args.keep_days} days")
+        run = f" (run {summary.run_id})" if summary.run_id else ""
+        print(f"{args.directory} -> s3://{bucket}/{prefix}/{run}: {summary.line()}")
         return summary.exit_code
 
-    return s3common.run_main("ass3Backup", args.verbose, run)
+    return s3common.run_main("ass3Backup", args.verbose or args.dry_run, run)
 
 
 if __name__ == "__main__":

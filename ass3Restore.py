@@ -16,6 +16,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("name", metavar="NAME", nargs="?", help="the backup to restore")
     parser.add_argument("--dest", default=".", help="folder to restore into (default: current)")
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument(
+        "--as-of",
+        metavar="WHEN",
+        help="restore the tree of the newest run at or before WHEN (ISO 8601 date or "
+        "date-time, local time unless a zone is given)",
+    )
+    when.add_argument("--run", metavar="ID", help="restore the tree of run ID (see --runs)")
+    when.add_argument("--runs", action="store_true", help="list the runs of backup NAME")
+    s3common.add_deletion_arguments(parser, "local files under DEST/NAME not in the backup")
     parser.add_argument(
         "--list",
         nargs="?",
@@ -34,15 +44,32 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("NAME is required (or use --list)")
 
     def run() -> int:
+        as_of = s3common.parse_when(args.as_of) if args.as_of else None
         conn, bucket = s3common.connect(args)
         if args.list is not None:
             print("\n".join(s3common.format_listing(conn, bucket, args.list or args.name)))
             return s3common.EXIT_OK
-        summary = s3common.restore(conn, args.name, bucket=bucket, destination=args.dest)
+        if args.runs:
+            print("\n".join(s3common.format_runs(conn, bucket, args.name)))
+            return s3common.EXIT_OK
+        summary = s3common.restore(
+            conn,
+            args.name,
+            bucket=bucket,
+            destination=args.dest,
+            run_id=args.run,
+            as_of=as_of,
+            delete=args.delete,
+            max_delete=args.max_delete,
+            force=args.force,
+            dry_run=args.dry_run,
+        )
+        if summary.method:
+            print(f"restoring {summary.method}")
         print(f"s3://{bucket}/{args.name.strip('/')}/ -> {args.dest}: {summary.line()}")
         return summary.exit_code
 
-    return s3common.run_main("ass3Restore", args.verbose, run)
+    return s3common.run_main("ass3Restore", args.verbose or args.dry_run, run)
 
 
 if __name__ == "__main__":

@@ -10,24 +10,28 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gzip
 import hashlib
 import ipaddress
 import itertools
+import json
 import logging
 import os
 import re
+import secrets
 import sqlite3
 import stat
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
 import boto3
@@ -77,6 +81,7 @@ SIZE_CHANGED = "size changed"
 CONTENT_CHANGED = "content changed"
 SAME_SIZE = "same size"  # sizes match: the content must be compared before deciding
 UNCHANGED = "unchanged"  # the state cache vouches for it: nothing to read or send
+EXTRA = "extra"  # only the target has it: deleted with --delete, else left alone
 
 NO_CREDENTIALS_HELP = (
     "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
@@ -144,6 +149,15 @@ class RemoteObject:
     size: int
     etag: str
     last_modified: datetime
+    # Set when a run record names the exact version and its MD5 (point-in-time restore).
+    version_id: str | None = None
+    md5: str | None = None
+
+    def pin(self) -> dict[str, str]:
+        """Request arguments that fetch exactly this object: its version, else its ETag."""
+        if self.version_id:
+            return {"VersionId": self.version_id}
+        return {"IfMatch": f'"{self.etag}"'}
 
 
 Entry = LocalFile | RemoteObject
@@ -155,9 +169,10 @@ class Step:
     """One planned transfer from `source` to `target` (None when the target lacks it)."""
 
     rel: str
-    source: LocalFile | RemoteObject
+    source: LocalFile | RemoteObject | None
     target: LocalFile | RemoteObject | None
     reason: str
+    known_md5: str | None = None  # for UNCHANGED: the MD5 the state cache recorded
 
 
 @dataclass(frozen=True)
@@ -186,9 +201,12 @@ class Summary:
     transferred_bytes: int = 0
     unchanged: int = 0
     skipped: int = 0
+    deleted: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     requests: Counter[str] = field(default_factory=Counter)
     read_bytes: int = 0
+    run_id: str | None = None  # the run record this run wrote
+    method: str = ""  # how a restore chose its versions, said in the output
     seconds: float = 0.0
 
     @property
@@ -200,7 +218,9 @@ class Summary:
         return (
             f"{self.action} {plural(self.transferred, 'file')} "
             f"({human_bytes(self.transferred_bytes)}), "
-            f"unchanged {self.unchanged}, skipped {self.skipped}, failed {len(self.failures)} "
+            f"unchanged {self.unchanged}, skipped {self.skipped}, "
+            + (f"deleted {self.deleted}, " if self.deleted else "")
+            + f"failed {len(self.failures)} "
             f"in {self.seconds:.1f}s ({requests} requests, {human_bytes(self.read_bytes)} read)"
         )
 
@@ -265,27 +285,29 @@ def plan_transfers(
     sources: Iterable[Entry],
     targets: Iterable[Entry],
     *,
-    known_unchanged: Callable[[Entry, Entry], bool] | None = None,
+    known_unchanged: Callable[[Entry, Entry], str | None] | None = None,
 ) -> Iterator[Step]:
     """Decide what to copy from sources to targets, from names and sizes alone.
 
     Both are streams in key order. Used both ways: a backup plans local files onto
     the listing, a restore plans the listing onto local files. SAME_SIZE steps still
     need their content compared (`etag_matches`) unless `known_unchanged` (the state
-    cache) vouches for them: those come out as UNCHANGED and need no work at all.
+    cache) vouches for them with an MD5: those come out as UNCHANGED and need no
+    work at all. What only the targets hold comes out as EXTRA.
     """
     for rel, source, target in merge_by_rel(sources, targets):
+        known_md5 = None
         if source is None:
-            continue
-        if target is None:
+            reason = EXTRA
+        elif target is None:
             reason = NEW
         elif target.size != source.size:
             reason = SIZE_CHANGED
-        elif known_unchanged is not None and known_unchanged(source, target):
+        elif known_unchanged is not None and (known_md5 := known_unchanged(source, target)):
             reason = UNCHANGED
         else:
             reason = SAME_SIZE
-        yield Step(rel, source, target, reason)
+        yield Step(rel, source, target, reason, known_md5)
 
 
 def cache_vouches(local: LocalFile, remote: RemoteObject, record: Seen | None) -> bool:
@@ -577,9 +599,10 @@ class StateCache:
             PRIMARY KEY (scope, rel)
         ) WITHOUT ROWID"""
 
-    def __init__(self, path: str, scope: str) -> None:
+    def __init__(self, path: str, scope: str, *, read_only: bool = False) -> None:
         self.path = path
         self._scope = scope
+        self._read_only = read_only
         self._pending: list[tuple[Any, ...]] = []
         self._started_ns = time.time_ns()
         self._db = self._connect()
@@ -591,6 +614,14 @@ class StateCache:
         self.close()
 
     def _connect(self) -> sqlite3.Connection | None:
+        if self._read_only:  # a dry run reads an existing cache and creates nothing
+            try:
+                uri = f"file:{urllib.parse.quote(self.path)}?mode=ro"
+                db = sqlite3.connect(uri, uri=True, timeout=30)
+                db.execute("SELECT count(*) FROM (SELECT 1 FROM files LIMIT 1)").fetchone()
+                return db
+            except sqlite3.Error:
+                return None
         for attempt in (1, 2):
             try:
                 os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -625,10 +656,10 @@ class StateCache:
                 self._db.close()
         self._db = None
 
-    def vouches(self, local: Entry, remote: Entry) -> bool:
-        """Whether the file is known to equal its object without reading it."""
+    def cached_md5(self, local: Entry, remote: Entry) -> str | None:
+        """The file's MD5 if it is known to equal its object without reading it."""
         if self._db is None:
-            return False
+            return None
         assert isinstance(local, LocalFile) and isinstance(remote, RemoteObject)
         try:
             row = self._db.execute(
@@ -638,16 +669,18 @@ class StateCache:
             ).fetchone()
         except sqlite3.Error as error:
             self._disable(error)
-            return False
+            return None
         if row is None:
-            return False
+            return None
         size, mtime_ns, ctime_ns, inode, md5, etag = row
         seen = LocalFile(local.rel, local.path, size, mtime_ns, 0, ctime_ns, inode)
-        return cache_vouches(local, remote, Seen(seen, md5, etag))
+        return md5 if cache_vouches(local, remote, Seen(seen, md5, etag)) else None
 
     def remember(self, seen: Seen) -> None:
         """Record a file as read; written in batches, and at close."""
-        if self._db is None or seen.local.mtime_ns >= self._started_ns - RACY_WINDOW_NS:
+        if self._read_only or self._db is None:
+            return
+        if seen.local.mtime_ns >= self._started_ns - RACY_WINDOW_NS:
             return
         local = seen.local
         row = (local.size, local.mtime_ns, local.ctime_ns, local.inode, seen.md5, seen.etag)
@@ -750,6 +783,7 @@ class Connection:
         self.multipart_chunksize = multipart_chunksize
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._completed: dict[str, tuple[str | None, str | None]] = {}
         max_attempts = self.session._session.get_config_variable("max_attempts")
         self.config = Config(
             region_name=self.region,
@@ -775,7 +809,24 @@ class Connection:
         client = self.session.client(service, endpoint_url=self.endpoint_url, config=self.config)
         client.meta.events.register("before-send", self._count)
         client.meta.events.register("before-sign.s3.PutObject", _send_small_bodies_at_once)
+        client.meta.events.register(
+            "after-call.s3.CompleteMultipartUpload", self._note_completed_upload
+        )
         return client
+
+    def _note_completed_upload(self, parsed: Mapping[str, Any], **_: Any) -> None:
+        """s3transfer drops CompleteMultipartUpload's answer; the run record needs it."""
+        if "Key" in parsed:
+            with self._lock:
+                self._completed[parsed["Key"]] = (
+                    parsed.get("ETag", "").strip('"') or None,
+                    parsed.get("VersionId"),
+                )
+
+    def completed_upload(self, key: str) -> tuple[str | None, str | None]:
+        """ETag and VersionId of the multipart upload of `key` that just completed."""
+        with self._lock:
+            return self._completed.pop(key, (None, None))
 
     def _count(self, event_name: str, **_: Any) -> None:
         with self._lock:
@@ -930,12 +981,17 @@ def _configure_new_bucket(conn: Connection, bucket: str) -> None:
             log.warning("warning: could not set %s on s3://%s: %s", what, bucket, error)
 
 
-def list_remote(conn: Connection, bucket: str, prefix: str) -> Iterator[RemoteObject]:
+def list_remote(
+    conn: Connection, bucket: str, prefix: str, *, missing_ok: bool = False
+) -> Iterator[RemoteObject]:
     """Every object under PREFIX/, streamed from one paginated ListObjectsV2 pass.
 
-    One request per 1000 keys, in key order; never a HeadObject per file.
+    One request per 1000 keys, in key order; never a HeadObject per file. With
+    `missing_ok` a bucket that does not exist yet lists as empty (a dry run).
     """
     paginator = conn.client.get_paginator("list_objects_v2")
+    if missing_ok and not _bucket_exists(conn, bucket):
+        return
     with fatal_errors("ListObjectsV2", bucket):
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix + "/", **conn.owner_args()):
             for item in page.get("Contents", []):
@@ -948,6 +1004,18 @@ def list_remote(conn: Connection, bucket: str, prefix: str) -> Iterator[RemoteOb
                 )
 
 
+def _bucket_exists(conn: Connection, bucket: str) -> bool:
+    try:
+        conn.client.head_bucket(Bucket=bucket, **conn.owner_args())
+    except ClientError as error:
+        if _error_code(error) in ("404", "NoSuchBucket"):
+            return False
+        raise Ass3Error(describe_client_error(error, "HeadBucket", bucket)) from error
+    except BotoCoreError as error:
+        raise Ass3Error(describe_client_error(error, "HeadBucket", bucket)) from error
+    return True
+
+
 def s3_checksum(conn: Connection, bucket: str, key: str) -> str | None:
     """The MD5 the tool stored as metadata on one object (one HeadObject request)."""
     head = conn.client.head_object(Bucket=bucket, Key=key, **conn.owner_args())
@@ -957,7 +1025,9 @@ def s3_checksum(conn: Connection, bucket: str, key: str) -> str | None:
 def content_matches(
     conn: Connection, bucket: str, remote: RemoteObject, digest: FileDigest
 ) -> bool:
-    """Compare by ETag when it is comparable, else by the object's md5 metadata."""
+    """Compare with the recorded MD5, else by ETag when comparable, else the md5 metadata."""
+    if remote.md5:
+        return remote.md5 == digest.md5
     verdict = etag_matches(remote.etag, digest)
     if verdict is None:
         verdict = s3_checksum(conn, bucket, remote.key) == digest.md5
@@ -971,7 +1041,11 @@ def content_matches(
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one planned step; `seen` is what the state cache should remember."""
+    """What happened to one planned step.
+
+    `seen` is what the state cache should remember; `entry` is the file's line in
+    the run record (its object's version is filled in when the record is written).
+    """
 
     rel: str
     transferred: bool
@@ -979,6 +1053,7 @@ class Outcome:
     reason: str = ""
     read_bytes: int = 0
     seen: Seen | None = None
+    entry: RecordEntry | None = None
 
 
 def _metadata(digest: FileDigest, st: os.stat_result) -> dict[str, str]:
@@ -991,8 +1066,11 @@ def _metadata(digest: FileDigest, st: os.stat_result) -> dict[str, str]:
 
 def _upload_once(
     conn: Connection, transfers: TransferManager, bucket: str, key: str, rel: str, path: str
-) -> Seen:
-    """Upload the file as it is now; FileProblem if it changed while being read."""
+) -> tuple[Seen, str | None]:
+    """Upload the file as it is now: what was read, and the new object's version.
+
+    FileProblem if the file changed while being read.
+    """
     with open(path, "rb") as fileobj:
         before = os.fstat(fileobj.fileno())
         snapshot = LocalFile.from_stat(rel, path, before)
@@ -1012,27 +1090,39 @@ def _upload_once(
                 Metadata=_metadata(digest, before),
                 **conn.owner_args(),
             )
-            return Seen(snapshot, digest.md5, response["ETag"].strip('"'))
+            seen = Seen(snapshot, digest.md5, response["ETag"].strip('"'))
+            return seen, response.get("VersionId")
         digest = local_checksum(fileobj, part_size)
     transfers.upload(
         path, bucket, key, extra_args={"Metadata": _metadata(digest, before), **conn.owner_args()}
     ).result()
+    etag, version_id = conn.completed_upload(key)
     if not _same_file_state(before, os.stat(path)):
         # The object may not match the md5 recorded with it: take it back out.
         conn.client.delete_object(Bucket=bucket, Key=key, **conn.owner_args())
         raise FileProblem("changed while being uploaded")
-    return Seen(snapshot, digest.md5, multipart_etag(digest.part_md5s))
+    return Seen(snapshot, digest.md5, etag or multipart_etag(digest.part_md5s)), version_id
 
 
 def _backup_step(
-    conn: Connection, transfers: TransferManager, bucket: str, prefix: str, step: Step
+    conn: Connection,
+    transfers: TransferManager,
+    bucket: str,
+    prefix: str,
+    step: Step,
+    *,
+    dry_run: bool,
 ) -> Outcome:
     local = step.source
     assert isinstance(local, LocalFile)
+    remote = step.target
     reason = step.reason
+    if reason == UNCHANGED:
+        assert isinstance(remote, RemoteObject) and step.known_md5
+        entry = RecordEntry(step.rel, remote.size, step.known_md5, remote.etag, None)
+        return Outcome(step.rel, transferred=False, size=local.size, entry=entry)
     read_bytes = 0
     if reason == SAME_SIZE:
-        remote = step.target
         assert isinstance(remote, RemoteObject)
         with open(local.path, "rb") as fileobj:
             snapshot = LocalFile.from_stat(local.rel, local.path, os.fstat(fileobj.fileno()))
@@ -1040,24 +1130,70 @@ def _backup_step(
         read_bytes = snapshot.size
         if content_matches(conn, bucket, remote, digest):
             seen = Seen(snapshot, digest.md5, remote.etag)
-            return Outcome(step.rel, transferred=False, read_bytes=read_bytes, seen=seen)
+            entry = RecordEntry(step.rel, remote.size, digest.md5, remote.etag, None)
+            return Outcome(
+                step.rel, False, local.size, read_bytes=read_bytes, seen=seen, entry=entry
+            )
         reason = CONTENT_CHANGED
     key = f"{prefix}/{local.rel}"
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise FileProblem(f"the S3 key would be longer than {MAX_KEY_BYTES} bytes")
+    if dry_run:
+        return Outcome(step.rel, transferred=True, size=local.size, reason=reason)
     try:
-        seen = _upload_once(conn, transfers, bucket, key, local.rel, local.path)
-    except FileProblem:
-        seen = _upload_once(conn, transfers, bucket, key, local.rel, local.path)  # once more
-    read_bytes += seen.local.size * 2 if conn.part_size_for(seen.local.size) else seen.local.size
-    return Outcome(
-        step.rel,
-        transferred=True,
-        size=seen.local.size,
-        reason=reason,
-        read_bytes=read_bytes,
-        seen=seen,
-    )
+        seen, version_id = _upload_once(conn, transfers, bucket, key, local.rel, local.path)
+    except FileProblem:  # changed while being read: once more, then report
+        seen, version_id = _upload_once(conn, transfers, bucket, key, local.rel, local.path)
+    size = seen.local.size
+    read_bytes += size * 2 if conn.part_size_for(size) else size
+    entry = RecordEntry(step.rel, size, seen.md5, seen.etag, version_id)
+    return Outcome(step.rel, True, size, reason, read_bytes, seen, entry)
+
+
+def deletion_refusal(
+    deletions: int, total: int, *, complete: bool, max_delete: str | None, force: bool
+) -> str | None:
+    """Why the deletions a plan asks for must not happen, or None when they may.
+
+    An empty or partly unreadable source looks like mass deletion; so does a share
+    above --max-delete (default: half of what is there) unless --force says so.
+    """
+    if not deletions:
+        return None
+    if not complete:
+        return "part of the source could not be read"
+    if deletions == total:
+        return "that would delete everything (is the source empty or unmounted?)"
+    limit = delete_limit(max_delete or DEFAULT_MAX_DELETE, total)
+    if deletions > limit and not force:
+        return f"{deletions} of {total} would go, more than --max-delete {limit}; add --force"
+    return None
+
+
+DEFAULT_MAX_DELETE = "50%"
+
+
+def delete_limit(spec: str, total: int) -> int:
+    """How many deletions --max-delete allows: a count ("100") or a share ("50%")."""
+    if spec.endswith("%"):
+        return total * int(spec[:-1]) // 100
+    return int(spec)
+
+
+def max_delete_spec(text: str) -> str:
+    """argparse type for --max-delete."""
+    if not re.fullmatch(r"\d+%?", text) or (text.endswith("%") and int(text[:-1]) > 100):
+        raise argparse.ArgumentTypeError(f"use a count or a percentage, e.g. 100 or 25%: {text!r}")
+    return text
+
+
+def _split_extras(steps: Iterable[Step], extras: list[Step]) -> Iterator[Step]:
+    """Pass on the steps to transfer; keep the targets' extra entries aside."""
+    for step in steps:
+        if step.reason == EXTRA:
+            extras.append(step)
+        else:
+            yield step
 
 
 def backup(
@@ -1067,36 +1203,58 @@ def backup(
     bucket: str,
     prefix: str,
     checksum: bool = False,
+    delete: bool = False,
+    max_delete: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
     cache_path: str | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> Summary:
     """Upload every new or changed regular file under `directory` to s3://bucket/prefix/.
 
     The state cache spares reading files it can vouch for; `checksum` re-reads all.
+    With `delete`, objects whose files are gone are deleted, within the guards of
+    `deletion_refusal`. A run that changed anything ends by writing its run record.
+    `dry_run` reports what would happen and writes nothing, in S3 or on disk.
     """
     started = time.monotonic()
     root = check_directory(directory)
-    summary = Summary("uploaded", requests=conn.requests)
-    ensure_bucket(conn, bucket)
+    summary = Summary("would upload" if dry_run else "uploaded", requests=conn.requests)
+    if not dry_run:
+        ensure_bucket(conn, bucket)
     report = ScanReport()
     scope = f"{conn.client.meta.endpoint_url}|{bucket}|{prefix}"
-    with StateCache(cache_path or default_cache_path(), scope) as cache:
+    entries: list[RecordEntry] = []
+    extras: list[Step] = []
+    remote_total = 0
+
+    def remote_objects() -> Iterator[RemoteObject]:
+        nonlocal remote_total
+        for item in list_remote(conn, bucket, prefix, missing_ok=dry_run):
+            remote_total += 1
+            yield item
+
+    with StateCache(cache_path or default_cache_path(), scope, read_only=dry_run) as cache:
 
         def remember(outcome: Outcome) -> None:
             if outcome.seen is not None:
                 cache.remember(outcome.seen)
+            if outcome.entry is not None:
+                entries.append(outcome.entry)
             if on_outcome:
                 on_outcome(outcome)
 
         steps = plan_transfers(
             scan_tree(root, report),
-            list_remote(conn, bucket, prefix),
-            known_unchanged=None if checksum else cache.vouches,
+            remote_objects(),
+            known_unchanged=None if checksum else cache.cached_md5,
         )
         _execute(
             conn,
-            steps,
-            lambda step, transfers: _backup_step(conn, transfers, bucket, prefix, step),
+            _split_extras(steps, extras),
+            lambda step, transfers: _backup_step(
+                conn, transfers, bucket, prefix, step, dry_run=dry_run
+            ),
             summary,
             remember,
         )
@@ -1105,8 +1263,60 @@ def backup(
         log.info("skipped %s (%s)", printable(path), reason)
     for path, reason in report.problems:
         _record_failure(summary, path, reason)
+    if delete:
+        _delete_extras(
+            conn, bucket, summary, extras, remote_total, report, max_delete, force, dry_run
+        )
+    if not dry_run and (summary.transferred or summary.deleted):
+        record_run(conn, bucket, prefix, root, summary, entries)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _delete_extras(
+    conn: Connection,
+    bucket: str,
+    summary: Summary,
+    extras: list[Step],
+    remote_total: int,
+    report: ScanReport,
+    max_delete: str | None,
+    force: bool,
+    dry_run: bool,
+) -> None:
+    """Delete the objects whose files are gone, in batches of 1000, if the guards allow."""
+    refusal = deletion_refusal(
+        len(extras),
+        remote_total,
+        complete=not report.problems,
+        max_delete=max_delete,
+        force=force,
+    )
+    if refusal:
+        _record_failure(summary, "--delete", f"refused to delete {len(extras)} objects: {refusal}")
+        return
+    for step in extras:
+        log.info("%s %s (deleted locally)", "would delete" if dry_run else "delete", step.rel)
+    if dry_run:
+        summary.deleted = len(extras)
+        return
+    keys = [step.target.key for step in extras if isinstance(step.target, RemoteObject)]
+    for start in range(0, len(keys), 1000):
+        batch = keys[start : start + 1000]
+        try:
+            response = conn.client.delete_objects(
+                Bucket=bucket,
+                Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
+                **conn.owner_args(),
+            )
+        except TRANSFER_ERRORS as error:
+            for key in batch:
+                _record_failure(summary, key, describe_client_error(error, "DeleteObjects", bucket))
+            continue
+        failed = {item["Key"]: item.get("Message", "") for item in response.get("Errors", [])}
+        for key, message in failed.items():
+            _record_failure(summary, key, f"not deleted: {message}")
+        summary.deleted += len(batch) - len(failed)
 
 
 def printable(name: str) -> str:
@@ -1158,8 +1368,8 @@ def _execute(
             try:
                 pending: set[Future[Outcome | tuple[str, str]]] = set()
                 for step in steps:
-                    if step.reason == UNCHANGED:
-                        _record(summary, Outcome(step.rel, transferred=False), on_outcome)
+                    if step.reason == UNCHANGED:  # nothing to read or send: no thread needed
+                        _record(summary, run_step(step, transfers), on_outcome)
                         continue
                     pending.add(executor.submit(guarded, step))
                     if len(pending) >= conn.workers * 4:
@@ -1288,9 +1498,9 @@ def _write_verified(
 def _get_small(
     conn: Connection, bucket: str, remote: RemoteObject, out: BinaryIO
 ) -> tuple[dict[str, str], FileDigest]:
-    """One GetObject, pinned to the listed ETag, streamed to disk while hashing."""
+    """One GetObject, pinned to the version or listed ETag, streamed to disk while hashing."""
     response = conn.client.get_object(
-        Bucket=bucket, Key=remote.key, IfMatch=f'"{remote.etag}"', **conn.owner_args()
+        Bucket=bucket, Key=remote.key, **remote.pin(), **conn.owner_args()
     )
     md5 = hashlib.md5()
     for chunk in response["Body"].iter_chunks(READ_CHUNK):
@@ -1326,9 +1536,7 @@ def _get_large(
     so the file is hashed after it lands.
     """
     owner = conn.owner_args()
-    head = conn.client.head_object(
-        Bucket=bucket, Key=remote.key, IfMatch=f'"{remote.etag}"', **owner
-    )
+    head = conn.client.head_object(Bucket=bucket, Key=remote.key, **remote.pin(), **owner)
     pinned = {"VersionId": head["VersionId"]} if head.get("VersionId") else {}
     known = _KnownObject(head["ContentLength"], head["ETag"])
     transfers.download(
@@ -1340,8 +1548,8 @@ def _get_large(
 
 
 def _verify(remote: RemoteObject, metadata: Mapping[str, str], digest: FileDigest) -> None:
-    """Check the data against the md5 metadata, else against a comparable ETag."""
-    expected = metadata.get(META_MD5)
+    """Check the data against the run record's MD5 or the md5 metadata, else the ETag."""
+    expected = remote.md5 or metadata.get(META_MD5)
     if expected:
         if expected != digest.md5:
             raise FileProblem(f"checksum mismatch: expected MD5 {expected}, got {digest.md5}")
@@ -1369,17 +1577,23 @@ def _restore_step(
     root: str,
     step: Step,
     placements: _Placements,
+    *,
+    dry_run: bool,
 ) -> Outcome:
     remote = step.source
     assert isinstance(remote, RemoteObject)
     reason = step.reason
+    read_bytes = 0
     if reason == SAME_SIZE:
         assert isinstance(step.target, LocalFile)
         with open(step.target.path, "rb") as fileobj:
             digest = local_checksum(fileobj, conn.part_size_for(remote.size))
+        read_bytes = remote.size
         if content_matches(conn, bucket, remote, digest):
-            return Outcome(step.rel, transferred=False)
+            return Outcome(step.rel, transferred=False, size=remote.size, read_bytes=read_bytes)
         reason = CONTENT_CHANGED
+    if dry_run:
+        return Outcome(step.rel, True, remote.size, reason, read_bytes)
     folder = _prepare_folder(root, step.rel)
     final = os.path.join(folder, step.rel.rsplit("/", 1)[-1])
     try:
@@ -1387,18 +1601,19 @@ def _restore_step(
     except (ResponseStreamingError, ReadTimeoutError):
         # The response broke off mid-body, which botocore does not retry: once more.
         _write_verified(conn, transfers, bucket, remote, final, placements)
-    return Outcome(step.rel, transferred=True, size=remote.size, reason=reason)
+    return Outcome(step.rel, True, remote.size, reason, read_bytes)
 
 
-def _local_files(root: str) -> Iterator[LocalFile]:
-    """What already stands below the restore root; leftovers of a killed restore go."""
+def _local_files(root: str, *, tidy: bool) -> Iterator[LocalFile]:
+    """What already stands below the restore root; with `tidy`, leftovers of a killed
+    restore are removed."""
     for entry in scan_tree(root, ScanReport()):
-        if is_temporary_name(entry.rel.rsplit("/", 1)[-1]):
+        if not is_temporary_name(entry.rel.rsplit("/", 1)[-1]):
+            yield entry
+        elif tidy:
             with suppress(FileNotFoundError):
                 os.unlink(entry.path)
             log.info("removed %s (left by an interrupted restore)", printable(entry.path))
-        else:
-            yield entry
 
 
 def _restorable(objects: Iterable[RemoteObject], summary: Summary) -> Iterator[RemoteObject]:
@@ -1413,43 +1628,492 @@ def _restorable(objects: Iterable[RemoteObject], summary: Summary) -> Iterator[R
             yield item
 
 
+def _restore_source(
+    conn: Connection,
+    bucket: str,
+    prefix: str,
+    run_id: str | None,
+    as_of: datetime | None,
+    summary: Summary,
+) -> Iterator[RemoteObject]:
+    """The objects to restore: the current ones, a recorded run's, or those as of a time."""
+    if run_id is None and as_of is None:
+        return list_remote(conn, bucket, prefix)
+    run_ids = list_run_ids(conn, bucket, prefix)
+    versioning = bucket_versioning(conn, bucket)
+    if run_id is None:
+        assert as_of is not None
+        if not run_ids:
+            if versioning == "Off":
+                raise Ass3Error(
+                    f"versioning is off on s3://{bucket}: an overwritten file is gone, so "
+                    "there is no earlier state to restore"
+                )
+            summary.method = (
+                f"object versions as of {as_of:%Y-%m-%d %H:%M:%S %Z} (no run records: "
+                "chosen by LastModified, one-second resolution)"
+            )
+            return iter(versions_as_of(conn, bucket, prefix, as_of))
+        run_id = select_run(run_ids, as_of)
+        if run_id is None:
+            first = run_time(run_ids[0]).astimezone()
+            raise Ass3Error(
+                f"no run of {prefix!r} at or before {as_of:%Y-%m-%d %H:%M:%S %Z}; "
+                f"the first was {first:%Y-%m-%d %H:%M:%S %Z}"
+            )
+    record = load_record(conn, bucket, prefix, run_id)
+    latest = bool(run_ids) and run_id == run_ids[-1]
+    if not latest and (versioning != "Enabled" or not record.versioned):
+        raise Ass3Error(
+            f"versioning is {versioning.lower()} on s3://{bucket}: files overwritten since "
+            f"run {run_id} are gone, so only the latest run can be restored"
+        )
+    summary.method = (
+        f"run {run_id} ({record.time.astimezone():%Y-%m-%d %H:%M:%S %Z}), from its run record"
+    )
+    return _objects_of_run(prefix, record)
+
+
+def _delete_local_extras(
+    summary: Summary,
+    extras: list[Step],
+    local_total: int,
+    max_delete: str | None,
+    force: bool,
+    dry_run: bool,
+) -> None:
+    """Remove local files the restored tree does not have, if the guards allow."""
+    refusal = deletion_refusal(
+        len(extras), local_total, complete=not summary.failures, max_delete=max_delete, force=force
+    )
+    if refusal:
+        _record_failure(summary, "--delete", f"refused to delete {len(extras)} files: {refusal}")
+        return
+    for step in extras:
+        assert isinstance(step.target, LocalFile)
+        log.info("%s %s (not in the backup)", "would delete" if dry_run else "delete", step.rel)
+        if dry_run:
+            summary.deleted += 1
+            continue
+        try:
+            os.unlink(step.target.path)
+            summary.deleted += 1
+        except OSError as error:
+            _record_failure(summary, step.target.path, error.strerror or str(error))
+
+
 def restore(
     conn: Connection,
     name: str,
     *,
     bucket: str,
     destination: str,
+    run_id: str | None = None,
+    as_of: datetime | None = None,
+    delete: bool = False,
+    max_delete: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> Summary:
-    """Download backup NAME from the bucket into DESTINATION/NAME, verifying every file."""
+    """Download backup NAME into DESTINATION/NAME, verifying every file.
+
+    By default the current objects; `run_id` or `as_of` restore the tree as a
+    recorded run saw it, each file fetched by its version. With `delete`, local
+    files the tree does not have are removed (guarded like backup's deletions).
+    `dry_run` reports what would happen and writes nothing.
+    """
     started = time.monotonic()
     prefix = normalize_prefix(name)
     destination = os.path.abspath(destination)
     if os.path.exists(destination) and not os.path.isdir(destination):
         raise Ass3Error(f"{destination}: not a directory")
-    summary = Summary("downloaded", requests=conn.requests)
-    objects = list_remote(conn, bucket, prefix)
+    summary = Summary("would download" if dry_run else "downloaded", requests=conn.requests)
+    objects = _restore_source(conn, bucket, prefix, run_id, as_of, summary)
     first = next(objects, None)
+    if first is None and summary.method:
+        raise Ass3Error(f"backup {prefix!r} held no files then ({summary.method})")
     if first is None:
         names = [info.name for info in list_backups(conn, bucket)]
         known = f"backups there: {', '.join(names)}" if names else "it holds no backups"
         raise Ass3Error(f"no backup named {prefix!r} in s3://{bucket}; {known}")
     root = os.path.join(destination, *prefix.split("/"))
-    try:
-        os.makedirs(root, exist_ok=True)
-    except OSError as error:
-        raise Ass3Error(f"cannot create {root}: {error.strerror}") from error
-    wanted = _restorable(itertools.chain([first], objects), summary)
+    if not dry_run:
+        try:
+            os.makedirs(root, exist_ok=True)
+        except OSError as error:
+            raise Ass3Error(f"cannot create {root}: {error.strerror}") from error
+    extras: list[Step] = []
+    local_total = 0
+
+    def local_files() -> Iterator[LocalFile]:
+        nonlocal local_total
+        for entry in _local_files(root, tidy=not dry_run):
+            local_total += 1
+            yield entry
+
     placements = _Placements()
+    steps = plan_transfers(_restorable(itertools.chain([first], objects), summary), local_files())
     _execute(
         conn,
-        plan_transfers(wanted, _local_files(root)),
-        lambda step, transfers: _restore_step(conn, transfers, bucket, root, step, placements),
+        _split_extras(steps, extras),
+        lambda step, transfers: _restore_step(
+            conn, transfers, bucket, root, step, placements, dry_run=dry_run
+        ),
         summary,
         on_outcome,
     )
+    if delete:
+        _delete_local_extras(summary, extras, local_total, max_delete, force, dry_run)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+# ---------------------------------------------------------------------------
+# History: run records and point-in-time restores
+# ---------------------------------------------------------------------------
+
+RUNS_PREFIX = f"{RESERVED_PREFIX}/runs"
+RECORD_SUFFIX = ".json.gz"
+RECORD_FORMAT = 1
+_RUN_TIME_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordEntry:
+    """One file of a run: the object version that holds exactly these bytes."""
+
+    rel: str
+    size: int
+    md5: str
+    etag: str
+    version_id: str | None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What one backup run left in the bucket. Written after all its data, so it only
+    ever points at versions that exist; an interrupted run leaves none."""
+
+    run_id: str
+    source: str
+    uploaded: int
+    deleted: int
+    failed: int
+    versioned: bool
+    files: tuple[RecordEntry, ...]
+
+    @property
+    def time(self) -> datetime:
+        return run_time(self.run_id)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(entry.size for entry in self.files)
+
+    def to_bytes(self) -> bytes:
+        document = {
+            "format": RECORD_FORMAT,
+            "run": self.run_id,
+            "source": self.source,
+            "uploaded": self.uploaded,
+            "deleted": self.deleted,
+            "failed": self.failed,
+            "versioned": self.versioned,
+            "files": [
+                [entry.rel, entry.size, entry.md5, entry.etag, entry.version_id]
+                for entry in self.files
+            ],
+        }
+        return gzip.compress(json.dumps(document, ensure_ascii=False).encode("utf-8"), mtime=0)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> RunRecord:
+        document = json.loads(gzip.decompress(data))
+        if document.get("format") != RECORD_FORMAT:
+            raise ValueError(f"unknown run record format {document.get('format')!r}")
+        return cls(
+            document["run"],
+            document["source"],
+            document["uploaded"],
+            document["deleted"],
+            document["failed"],
+            document["versioned"],
+            tuple(RecordEntry(*entry) for entry in document["files"]),
+        )
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """UTC time to the microsecond plus a random tag: sortable, and unique even for
+    two runs in one second (S3's LastModified has one-second resolution)."""
+    moment = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    return f"{moment.strftime(_RUN_TIME_FORMAT)}-{secrets.token_hex(3)}"
+
+
+def run_time(run_id: str) -> datetime:
+    return datetime.strptime(run_id.split("-", 1)[0], _RUN_TIME_FORMAT).replace(tzinfo=timezone.utc)
+
+
+def record_key(prefix: str, run_id: str) -> str:
+    return f"{RUNS_PREFIX}/{prefix}/{run_id}{RECORD_SUFFIX}"
+
+
+def parse_when(text: str) -> datetime:
+    """An ISO 8601 date or date-time; local time unless it names a zone.
+
+    A bare date means the end of that day: "as of Tuesday" includes Tuesday's runs.
+    """
+    try:
+        if len(text) == 10:
+            day = datetime.fromisoformat(text)
+            moment = day.replace(hour=23, minute=59, second=59, microsecond=999999)
+        else:
+            moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise Ass3Error(
+            f"cannot read {text!r} as a date or time: use ISO 8601, "
+            "e.g. 2026-11-20 or 2026-11-20T18:30 or 2026-11-20T18:30:00+01:00"
+        ) from None
+    return moment if moment.tzinfo else moment.astimezone()
+
+
+def select_run(run_ids: Iterable[str], when: datetime) -> str | None:
+    """The newest run at or before `when`."""
+    eligible = [run_id for run_id in run_ids if run_time(run_id) <= when]
+    return max(eligible) if eligible else None
+
+
+def list_run_ids(conn: Connection, bucket: str, prefix: str) -> list[str]:
+    """The runs recorded for a backup, oldest first."""
+    listing = f"{RUNS_PREFIX}/{prefix}/"
+    paginator = conn.client.get_paginator("list_objects_v2")
+    run_ids = []
+    with fatal_errors("ListObjectsV2", bucket):
+        for page in paginator.paginate(Bucket=bucket, Prefix=listing, **conn.owner_args()):
+            for item in page.get("Contents", []):
+                name = item["Key"][len(listing) :]
+                if name.endswith(RECORD_SUFFIX) and "/" not in name:
+                    run_ids.append(name[: -len(RECORD_SUFFIX)])
+    return sorted(run_ids)
+
+
+def load_record(conn: Connection, bucket: str, prefix: str, run_id: str) -> RunRecord:
+    key = record_key(prefix, run_id)
+    try:
+        body = conn.client.get_object(Bucket=bucket, Key=key, **conn.owner_args())["Body"].read()
+        return RunRecord.from_bytes(body)
+    except ClientError as error:
+        if _error_code(error) in ("NoSuchKey", "404"):
+            known = ", ".join(list_run_ids(conn, bucket, prefix)[-5:]) or "none"
+            raise Ass3Error(f"no run {run_id!r} of backup {prefix!r}; latest: {known}") from error
+        raise Ass3Error(describe_client_error(error, "GetObject", bucket)) from error
+    except (BotoCoreError, OSError, ValueError, KeyError, TypeError) as error:
+        raise Ass3Error(f"run record s3://{bucket}/{key} is unreadable: {error}") from error
+
+
+def bucket_versioning(conn: Connection, bucket: str) -> str:
+    """'Enabled', 'Suspended', or 'Off'."""
+    with fatal_errors("GetBucketVersioning", bucket):
+        status = conn.client.get_bucket_versioning(Bucket=bucket, **conn.owner_args())
+    return status.get("Status") or "Off"
+
+
+def _iter_versions(conn: Connection, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
+    """Every version and delete marker under PREFIX/ (ListObjectVersions pages)."""
+    paginator = conn.client.get_paginator("list_object_versions")
+    with fatal_errors("ListObjectVersions", bucket):
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix + "/", **conn.owner_args()):
+            for item in page.get("Versions", []):
+                yield {**item, "Deleted": False}
+            for item in page.get("DeleteMarkers", []):
+                yield {**item, "Deleted": True}
+
+
+def record_run(
+    conn: Connection,
+    bucket: str,
+    prefix: str,
+    source: str,
+    summary: Summary,
+    entries: list[RecordEntry],
+) -> None:
+    """Write the run record: every file of the backup and the version holding it.
+
+    Versions of files this run did not upload come from the previous record (same
+    ETag), else from one ListObjectVersions pass.
+    """
+    versioned = bucket_versioning(conn, bucket) == "Enabled"
+    if not versioned:
+        log.warning(
+            "warning: versioning is off on s3://%s: an overwritten file is gone, so only "
+            "the latest run can be restored",
+            bucket,
+        )
+    known: dict[tuple[str, str], str] = {}
+    run_ids = list_run_ids(conn, bucket, prefix)
+    if run_ids and versioned:
+        with suppress(Ass3Error):
+            for entry in load_record(conn, bucket, prefix, run_ids[-1]).files:
+                if entry.version_id:
+                    known[(entry.rel, entry.etag)] = entry.version_id
+    if versioned and any(
+        entry.version_id is None and (entry.rel, entry.etag) not in known for entry in entries
+    ):
+        for item in _iter_versions(conn, bucket, prefix):
+            if item.get("IsLatest") and not item["Deleted"]:
+                rel = item["Key"][len(prefix) + 1 :]
+                known[(rel, item["ETag"].strip('"'))] = item["VersionId"]
+    files = tuple(
+        sorted(
+            (
+                entry
+                if entry.version_id or not versioned
+                else RecordEntry(
+                    entry.rel,
+                    entry.size,
+                    entry.md5,
+                    entry.etag,
+                    known.get((entry.rel, entry.etag)),
+                )
+                for entry in entries
+            ),
+            key=lambda entry: key_order(entry.rel),
+        )
+    )
+    record = RunRecord(
+        new_run_id(),
+        source,
+        summary.transferred,
+        summary.deleted,
+        len(summary.failures),
+        versioned,
+        files,
+    )
+    body = record.to_bytes()
+    try:
+        conn.client.put_object(
+            Bucket=bucket,
+            Key=record_key(prefix, record.run_id),
+            Body=body,
+            ContentMD5=base64.b64encode(hashlib.md5(body).digest()).decode(),
+            ContentType="application/gzip",
+            **conn.owner_args(),
+        )
+    except TRANSFER_ERRORS as error:
+        _record_failure(summary, "run record", describe_client_error(error, "PutObject", bucket))
+        return
+    summary.run_id = record.run_id
+
+
+def _objects_of_run(prefix: str, record: RunRecord) -> Iterator[RemoteObject]:
+    for entry in record.files:
+        yield RemoteObject(
+            entry.rel,
+            f"{prefix}/{entry.rel}",
+            entry.size,
+            entry.etag,
+            record.time,
+            entry.version_id,
+            entry.md5,
+        )
+
+
+def versions_as_of(
+    conn: Connection, bucket: str, prefix: str, when: datetime
+) -> list[RemoteObject]:
+    """Without run records: each key's newest version at or before `when`.
+
+    A delete marker there means the file was absent. LastModified has one-second
+    resolution, so two changes within a second cannot be told apart this way.
+    """
+    best: dict[str, dict[str, Any]] = {}
+    for item in _iter_versions(conn, bucket, prefix):
+        if item["LastModified"] > when:
+            continue
+        current = best.get(item["Key"])
+        if current is None or item["LastModified"] > current["LastModified"]:
+            best[item["Key"]] = item
+    objects = [
+        RemoteObject(
+            key[len(prefix) + 1 :],
+            key,
+            item["Size"],
+            item["ETag"].strip('"'),
+            item["LastModified"],
+            item["VersionId"],
+        )
+        for key, item in best.items()
+        if not item["Deleted"]
+    ]
+    return sorted(objects, key=lambda item: key_order(item.rel))
+
+
+def format_runs(conn: Connection, bucket: str, prefix: str) -> list[str]:
+    """Lines for --runs: each run's id, time, files, bytes, uploaded and deleted counts."""
+    prefix = normalize_prefix(prefix)
+    run_ids = list_run_ids(conn, bucket, prefix)
+    if not run_ids:
+        raise Ass3Error(f"backup {prefix!r} in s3://{bucket} has no run records")
+    lines = []
+    for run_id in run_ids:
+        record = load_record(conn, bucket, prefix, run_id)
+        local_time = record.time.astimezone()
+        lines.append(
+            f"{run_id}  {local_time:%Y-%m-%d %H:%M:%S %Z}  {plural(len(record.files), 'file')}"
+            f"  {human_bytes(record.total_bytes)}  uploaded {record.uploaded}"
+            f"  deleted {record.deleted}"
+            + (f"  failed {record.failed}" if record.failed else "")
+            + ("" if record.versioned else "  (versioning off)")
+        )
+    return lines
+
+
+def set_retention(conn: Connection, bucket: str, prefix: str, days: int) -> None:
+    """Expire versions of PREFIX/ that have been noncurrent for `days` days.
+
+    Other lifecycle rules of the bucket are kept; this backup's rule is replaced.
+    """
+    rule_id = f"ass3-keep-{prefix}"[:255]
+    try:
+        rules = conn.client.get_bucket_lifecycle_configuration(Bucket=bucket, **conn.owner_args())[
+            "Rules"
+        ]
+    except ClientError as error:
+        if _error_code(error) != "NoSuchLifecycleConfiguration":
+            raise Ass3Error(
+                describe_client_error(error, "GetBucketLifecycleConfiguration", bucket)
+            ) from error
+        rules = []
+    rules = [rule for rule in rules if rule.get("ID") != rule_id]
+    rules.append(
+        {
+            "ID": rule_id,
+            "Status": "Enabled",
+            "Filter": {"Prefix": prefix + "/"},
+            "NoncurrentVersionExpiration": {"NoncurrentDays": days},
+        }
+    )
+    with fatal_errors("PutBucketLifecycleConfiguration", bucket):
+        conn.client.put_bucket_lifecycle_configuration(
+            Bucket=bucket, LifecycleConfiguration={"Rules": rules}, **conn.owner_args()
+        )
+
+
+def retention_days(conn: Connection, bucket: str) -> dict[str, int]:
+    """Backup name -> days its noncurrent versions are kept, from the lifecycle rules."""
+    try:
+        rules = conn.client.get_bucket_lifecycle_configuration(Bucket=bucket, **conn.owner_args())[
+            "Rules"
+        ]
+    except (ClientError, BotoCoreError):
+        return {}
+    kept = {}
+    for rule in rules:
+        prefix = rule.get("Filter", {}).get("Prefix", "")
+        days = rule.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays")
+        if rule.get("Status") == "Enabled" and days and prefix.endswith("/"):
+            kept[prefix[:-1]] = days
+    return kept
 
 
 # ---------------------------------------------------------------------------
@@ -1551,6 +2215,25 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"files transferred in parallel (default: {DEFAULT_WORKERS})",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="print each file acted on")
+
+
+def add_deletion_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """--delete and its guards, and --dry-run, which both scripts take."""
+    parser.add_argument("--delete", action="store_true", help=f"delete {what}")
+    parser.add_argument(
+        "--max-delete",
+        type=max_delete_spec,
+        metavar="N|N%",
+        help=f"with --delete, refuse to delete more than this (default {DEFAULT_MAX_DELETE})",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="with --delete, allow more than --max-delete"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would be transferred or deleted and why; change nothing",
+    )
 
 
 def connect(args: argparse.Namespace) -> tuple[Connection, str]:

@@ -283,5 +283,5 @@ def test_one_failing_file_exits_1_and_the_others_are_uploaded(
     assert "InternalError" in line
     assert "uploaded 2 files" in captured.out
     assert "failed 1 " in captured.out
-    listed = s3.list_objects_v2(Bucket=bucket)["Contents"]
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="data/")["Contents"]
     assert sorted(item["Key"] for item in listed) == ["data/a.txt", "data/sub/b.txt"]

@@ -48,8 +48,9 @@ def server(moto_endpoint: str) -> Any:
 
 
 def keys(client: Any, bucket: str) -> set[str]:
-    """The bucket's keys, read directly rather than through the tool under test."""
-    return {item["Key"] for item in client.list_objects_v2(Bucket=bucket).get("Contents", [])}
+    """The bucket's data keys (not the run records), read directly, not through the tool."""
+    listed = client.list_objects_v2(Bucket=bucket).get("Contents", [])
+    return {item["Key"] for item in listed if not item["Key"].startswith(".ass3/")}
 
 
 def succeeded(result: subprocess.CompletedProcess[str]) -> str:

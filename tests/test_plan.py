@@ -41,8 +41,9 @@ def test_plan_backup_new_size_changed_and_same_size() -> None:
         "a.txt": s3common.SAME_SIZE,
         "b.txt": s3common.NEW,
         "c.txt": s3common.SIZE_CHANGED,
+        "gone.txt": s3common.EXTRA,
     }
-    assert [step.rel for step in steps] == ["a.txt", "b.txt", "c.txt"]
+    assert [step.rel for step in steps] == ["a.txt", "b.txt", "c.txt", "gone.txt"]
 
 
 def test_plan_restore_is_the_same_function_the_other_way() -> None:
@@ -53,13 +54,14 @@ def test_plan_restore_is_the_same_function_the_other_way() -> None:
     assert steps[0].target == local("a", 2)
 
 
-def test_plan_of_nothing_is_nothing() -> None:
-    assert list(s3common.plan_transfers([], [remote("a", 1)])) == []
+def test_plan_of_nothing_keeps_the_targets_as_extras() -> None:
+    (step,) = s3common.plan_transfers([], [remote("a", 1)])
+    assert (step.rel, step.source, step.reason) == ("a", None, s3common.EXTRA)
 
 
 def test_plan_trusts_the_cache_only_where_it_vouches() -> None:
-    def vouched(source: s3common.Entry, target: s3common.Entry) -> bool:
-        return source.rel == "cached"
+    def vouched(source: s3common.Entry, target: s3common.Entry) -> str | None:
+        return "d41d8cd98f00b204e9800998ecf8427e" if source.rel == "cached" else None
 
     steps = s3common.plan_transfers(
         [local("cached", 2), local("other", 2), local("resized", 3)],
