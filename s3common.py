@@ -622,22 +622,23 @@ class StateCache:
                 return db
             except sqlite3.Error:
                 return None
-        for attempt in (1, 2):
+        corrupt_seen = False
+        for _ in range(100):
             try:
                 os.makedirs(os.path.dirname(self.path), exist_ok=True)
-                db = sqlite3.connect(self.path, timeout=30)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute(self._SCHEMA)
-                db.execute("SELECT count(*) FROM (SELECT 1 FROM files LIMIT 1)").fetchone()
-                return db
-            except sqlite3.OperationalError as error:  # locked, read-only, no space
-                log.warning(
+                return self._open_writable()
+            except sqlite3.OperationalError as error:
+                if "locked" in str(error):  # another run is setting it up: wait a little
+                    time.sleep(0.05)
+                    continue
+                log.warning(  # read-only, no space, ...
                     "warning: state cache %s unusable (%s); reading files", self.path, error
                 )
                 return None
             except sqlite3.DatabaseError as error:  # not a database, malformed
-                if attempt == 2:
+                if corrupt_seen:
                     break
+                corrupt_seen = True
                 log.warning(
                     "warning: state cache %s is corrupt (%s); starting afresh", self.path, error
                 )
@@ -648,6 +649,19 @@ class StateCache:
                 log.warning("warning: no state cache at %s (%s); reading files", self.path, error)
                 return None
         return None
+
+    def _open_writable(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
+            # WAL lets one run read while another writes; switching takes a moment's lock.
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            db.execute(self._SCHEMA)
+            db.execute("SELECT count(*) FROM (SELECT 1 FROM files LIMIT 1)").fetchone()
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def _disable(self, error: Exception) -> None:
         log.warning("warning: state cache %s failed (%s); reading files", self.path, error)
