@@ -2186,11 +2186,13 @@ def format_listing(conn: Connection, bucket: str, name: str | None) -> list[str]
     except Ass3Error as error:
         return [*lines, f"backups in s3://{bucket}: none ({error})"]
     lines.append(f"backups in s3://{bucket}:")
+    kept = retention_days(conn, bucket)
     for info in backups:
         newest = f"{info.newest:%Y-%m-%d %H:%M:%S}" if info.newest else "-"
+        retention = f"  old versions kept {kept[info.name]} days" if info.name in kept else ""
         lines.append(
             f"  {info.name:<30} {plural(info.objects, 'object'):>16} "
-            f"{human_bytes(info.size):>10}  newest {newest}"
+            f"{human_bytes(info.size):>10}  newest {newest}{retention}"
         )
     if not backups:
         lines.append("  (none)")
