@@ -1258,6 +1258,11 @@ def backup(
             if on_outcome:
                 on_outcome(outcome)
 
+        def keep_previous(step: Step) -> None:
+            """A file that failed keeps its previous object, which the record names."""
+            if isinstance(step.target, RemoteObject):
+                entries.append(_entry_of(step.target))
+
         steps = plan_transfers(
             scan_tree(root, report),
             remote_objects(),
@@ -1271,6 +1276,7 @@ def backup(
             ),
             summary,
             remember,
+            keep_previous,
         )
     summary.skipped = len(report.skipped)
     for path, reason in report.skipped:
@@ -1285,6 +1291,13 @@ def backup(
         record_run(conn, bucket, prefix, root, summary, entries)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _entry_of(remote: RemoteObject) -> RecordEntry:
+    """A record line for an object the run did not touch; its MD5 is the ETag when that is
+    one, else unknown (restore then checks the md5 metadata)."""
+    md5 = remote.etag if is_plain_md5(remote.etag) else ""
+    return RecordEntry(remote.rel, remote.size, md5, remote.etag, None)
 
 
 def _delete_extras(
@@ -1353,6 +1366,7 @@ def _execute(
     run_step: Callable[[Step, TransferManager], Outcome],
     summary: Summary,
     on_outcome: Callable[[Outcome], None] | None,
+    on_failure: Callable[[Step], None] | None = None,
 ) -> None:
     """Run steps on `conn.workers` threads; a failed step is recorded, the rest go on.
 
@@ -1362,28 +1376,28 @@ def _execute(
     aborts their multipart uploads, so an interrupted run leaves no parts behind.
     """
 
-    def guarded(step: Step) -> Outcome | tuple[str, str]:
+    def guarded(step: Step) -> Outcome | tuple[Step, str]:
         try:
             return run_step(step, transfers)
         except FileProblem as error:
-            return step.rel, str(error)
+            return step, str(error)
         except OSError as error:
-            return step.rel, error.strerror or str(error)
+            return step, error.strerror or str(error)
         except TRANSFER_ERRORS as error:
-            return step.rel, describe_client_error(error, "transfer")
+            return step, describe_client_error(error, "transfer")
 
-    def collect(futures: Iterable[Future[Outcome | tuple[str, str]]]) -> None:
+    def collect(futures: Iterable[Future[Outcome | tuple[Step, str]]]) -> None:
         for future in futures:
-            _record(summary, future.result(), on_outcome)
+            _record(summary, future.result(), on_outcome, on_failure)
 
     executor = ThreadPoolExecutor(max_workers=conn.workers, thread_name_prefix="ass3")
     try:
         with create_transfer_manager(conn.client, conn.transfer_config) as transfers:
             try:
-                pending: set[Future[Outcome | tuple[str, str]]] = set()
+                pending: set[Future[Outcome | tuple[Step, str]]] = set()
                 for step in steps:
                     if step.reason == UNCHANGED:  # nothing to read or send: no thread needed
-                        _record(summary, run_step(step, transfers), on_outcome)
+                        _record(summary, run_step(step, transfers), on_outcome, on_failure)
                         continue
                     pending.add(executor.submit(guarded, step))
                     if len(pending) >= conn.workers * 4:
@@ -1399,11 +1413,15 @@ def _execute(
 
 def _record(
     summary: Summary,
-    result: Outcome | tuple[str, str],
+    result: Outcome | tuple[Step, str],
     on_outcome: Callable[[Outcome], None] | None,
+    on_failure: Callable[[Step], None] | None,
 ) -> None:
     if isinstance(result, tuple):
-        _record_failure(summary, *result)
+        step, reason = result
+        _record_failure(summary, step.rel, reason)
+        if on_failure:
+            on_failure(step)
         return
     summary.read_bytes += result.read_bytes
     if result.transferred:

@@ -353,3 +353,25 @@ def test_keep_days_sets_a_rule_for_this_backup_only(
     assert s3common.retention_days(conn, bucket) == {"data": 45}
     listing = s3common.format_listing(conn, bucket, None)
     assert any("old versions kept 45 days" in line for line in listing)
+
+
+def test_a_file_that_failed_keeps_its_previous_version_in_the_record(
+    conn: Connection, s3, bucket: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "src"
+    set_tree(root, {"a": b"one", "b": b"bee"})
+    back_up(conn, root, bucket)
+    set_tree(root, {"a": b"two", "b": b"BEE"})
+
+    def refuse_b(params: dict[str, object], **_: object) -> None:
+        if str(params["Key"]).endswith("/b"):
+            raise s3common.ClientError({"Error": {"Code": "InternalError"}}, "PutObject")
+
+    conn.client.meta.events.register_first("before-parameter-build.s3.PutObject", refuse_b)
+    summary = s3common.backup(conn, str(root), bucket=bucket, prefix="data")
+    assert [rel for rel, _ in summary.failures] == ["b"] and summary.run_id
+    conn.client.meta.events.unregister("before-parameter-build.s3.PutObject", refuse_b)
+    assert restored(conn, bucket, tmp_path / "out", run_id=summary.run_id) == {
+        "a": b"two",
+        "b": b"bee",
+    }
