@@ -459,6 +459,10 @@ def command_for(tool: str, phase: str, source: Path, target: Path, workers: int)
     return ["aws", "s3", "sync", *pair, "--only-show-errors"]
 
 
+def _is_run_record(bucket_and_key: str) -> bool:
+    return bucket_and_key.split("/", 1)[1].startswith(".ass3/")
+
+
 def remote_etags(client: Any, bucket: str) -> dict[str, str]:
     """rel path -> ETag of every object under the backup prefix."""
     etags = {}
@@ -612,9 +616,14 @@ def run_tool(
         objects = len(traffic.read)
     else:
         remote = remote_etags(bench.client, BUCKETS[tool])
-        written = {key.split("/", 2)[2] for key in traffic.written}
+        # ass3's run records (.ass3/runs/...) are history, not copies of dataset files.
+        data_keys = {key for key in traffic.written if not _is_run_record(key)}
+        written = {key.split("/", 2)[2] for key in data_keys}
         caught, detail = judge_backup(phase, local, remote, edited, written)
-        objects = len(traffic.written)
+        records = len(traffic.written) - len(data_keys)
+        if records:
+            detail += f", {records} run record"
+        objects = len(data_keys)
     return Result(
         tool=tool,
         phase=phase,
