@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
 import boto3
+import pathspec
 from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.config import Config
@@ -52,6 +53,7 @@ from s3transfer.exceptions import CancelledError, RetriesExceededError, S3Downlo
 from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
 from s3transfer.utils import ChunksizeAdjuster
+from tqdm import tqdm
 
 log = logging.getLogger("ass3")
 
@@ -201,6 +203,7 @@ class Summary:
     transferred_bytes: int = 0
     unchanged: int = 0
     skipped: int = 0
+    excluded: int = 0
     deleted: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     requests: Counter[str] = field(default_factory=Counter)
@@ -213,12 +216,33 @@ class Summary:
     def exit_code(self) -> int:
         return EXIT_FAILURES if self.failures else EXIT_OK
 
+    def to_dict(self) -> dict[str, Any]:
+        """The --json document (its schema is in the README)."""
+        return {
+            "action": self.action,
+            "files": self.transferred,
+            "bytes": self.transferred_bytes,
+            "unchanged": self.unchanged,
+            "skipped": self.skipped,
+            "excluded": self.excluded,
+            "deleted": self.deleted,
+            "failed": len(self.failures),
+            "failures": [{"path": path, "reason": reason} for path, reason in self.failures],
+            "read_bytes": self.read_bytes,
+            "requests": dict(sorted(self.requests.items())),
+            "seconds": round(self.seconds, 3),
+            "run_id": self.run_id,
+            "method": self.method or None,
+            "exit_code": self.exit_code,
+        }
+
     def line(self) -> str:
         requests = sum(self.requests.values())
         return (
             f"{self.action} {plural(self.transferred, 'file')} "
             f"({human_bytes(self.transferred_bytes)}), "
             f"unchanged {self.unchanged}, skipped {self.skipped}, "
+            + (f"excluded {self.excluded}, " if self.excluded else "")
             + (f"deleted {self.deleted}, " if self.deleted else "")
             + f"failed {len(self.failures)} "
             f"in {self.seconds:.1f}s ({requests} requests, {human_bytes(self.read_bytes)} read)"
@@ -441,10 +465,58 @@ def default_prefix(directory: str) -> str:
 
 @dataclass
 class ScanReport:
-    """What a walk skipped on purpose and what it could not read."""
+    """What a walk skipped on purpose, what it left out by filter, what it could not read."""
 
     skipped: list[tuple[str, str]] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
+    excluded: int = 0
+
+
+IGNORE_FILE = ".ass3ignore"
+
+
+class Filters:
+    """--exclude / --include patterns and .ass3ignore, with gitignore's rules (pathspec).
+
+    Patterns match the path relative to DIR with '/' separators: `*.tmp` anywhere,
+    `/top.txt` only at the top, `node_modules/` folders only, `**/.cache/` at any
+    depth. Later rules win: .ass3ignore first, then the options in the order given;
+    an --include is a `!pattern`. As in git, nothing inside an excluded folder can be
+    included again, because an excluded folder is never walked.
+    """
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self.lines = [line for line in lines if line.strip()]
+        self._spec = pathspec.GitIgnoreSpec.from_lines(self.lines) if self.lines else None
+
+    @classmethod
+    def for_backup(cls, root: str, rules: Iterable[tuple[str, str]]) -> Filters:
+        """The rules of DIR/.ass3ignore (if any), then ("exclude" | "include", pattern)s."""
+        lines: list[str] = []
+        try:
+            with open(os.path.join(root, IGNORE_FILE), encoding="utf-8") as ignore:
+                lines.extend(line.rstrip("\n") for line in ignore)
+        except FileNotFoundError:
+            pass
+        except (OSError, UnicodeDecodeError) as error:
+            raise Ass3Error(f"cannot read {os.path.join(root, IGNORE_FILE)}: {error}") from error
+        for kind, pattern in rules:
+            lines.append(pattern if kind == "exclude" else "!" + pattern)
+        return cls(lines)
+
+    def excludes(self, rel: str, *, folder: bool = False) -> bool:
+        """Whether this file (or folder) is left out, judged on its own path."""
+        if self._spec is None:
+            return False
+        return self._spec.match_file(rel + "/" if folder else rel)
+
+    def excludes_path(self, rel: str) -> bool:
+        """Whether a file is left out, by itself or because a folder above it is."""
+        if self._spec is None:
+            return False
+        parts = rel.split("/")
+        folders = ("/".join(parts[:depth]) for depth in range(1, len(parts)))
+        return any(self.excludes(folder, folder=True) for folder in folders) or self.excludes(rel)
 
 
 def check_directory(directory: str) -> str:
@@ -459,73 +531,102 @@ def check_directory(directory: str) -> str:
     return path
 
 
-def scan_tree(root: str, report: ScanReport) -> Iterator[LocalFile]:
-    """Walk `root` like os.walk, without following symlinks, yielding files in key order.
+def scan_tree(
+    root: str,
+    report: ScanReport,
+    *,
+    filters: Filters | None = None,
+    follow_symlinks: bool = False,
+) -> Iterator[LocalFile]:
+    """Walk `root` like os.walk, yielding regular files in S3 key order.
 
     Each folder's entries are sorted as their keys will sort (a folder `d` as `d/`),
-    so the walk merges with a listing without holding either in memory. Symlinks and
-    special files are skipped; unreadable folders, names that are not valid UTF-8
-    (S3 keys must be) and names a restore would refuse (control characters,
+    so the walk merges with a listing without holding either in memory. Filtered
+    folders are not entered. Symlinks are skipped unless `follow_symlinks`, which
+    backs up what they point to and refuses a link back to a folder above it (a
+    loop). Special files are skipped; unreadable folders, names that are not valid
+    UTF-8 (S3 keys must be) and names a restore would refuse (control characters,
     backslashes) are problems, reported without stopping.
     """
-    stack = [iter(_sorted_entries(root, "", report))]
+    top = os.stat(root)
+    walker = _Walker(report, filters, follow_symlinks)
+    stack = [(iter(walker.entries(root, "")), frozenset({(top.st_dev, top.st_ino)}))]
     while stack:
-        item = next(stack[-1], None)
+        entries, ancestors = stack[-1]
+        item = next(entries, None)
         if item is None:
             stack.pop()
             continue
-        entry, rel, is_folder = item
-        if is_folder:
-            stack.append(iter(_sorted_entries(entry.path, rel + "/", report)))
+        entry, rel, st = item
+        if stat.S_ISDIR(st.st_mode):
+            identity = (st.st_dev, st.st_ino)
+            if identity in ancestors:
+                report.skipped.append((entry.path, "symlink loop"))
+                continue
+            stack.append((iter(walker.entries(entry.path, rel + "/")), ancestors | {identity}))
             continue
-        local = _regular_file(entry, rel, report)
+        local = walker.regular_file(entry, rel, st)
         if local is not None:
             yield local
 
 
-def _sorted_entries(
-    folder: str, rel_prefix: str, report: ScanReport
-) -> list[tuple[os.DirEntry[str], str, bool]]:
-    try:
-        with os.scandir(folder) as listing:
-            entries = list(listing)
-    except OSError as error:
-        report.problems.append((folder, error.strerror or str(error)))
-        return []
-    items = []
-    for entry in entries:
+@dataclass
+class _Walker:
+    """The per-folder work of `scan_tree`: list, filter, stat, sort, classify."""
+
+    report: ScanReport
+    filters: Filters | None
+    follow_symlinks: bool
+
+    def entries(
+        self, folder: str, rel_prefix: str
+    ) -> list[tuple[os.DirEntry[str], str, os.stat_result]]:
         try:
-            is_folder = entry.is_dir(follow_symlinks=False)
-        except OSError:
-            is_folder = False
-        items.append((entry, rel_prefix + entry.name, is_folder))
-    items.sort(key=lambda item: key_order(item[1] + "/" if item[2] else item[1]))
-    return items
+            with os.scandir(folder) as listing:
+                found = list(listing)
+        except OSError as error:
+            self.report.problems.append((folder, error.strerror or str(error)))
+            return []
+        items = []
+        for entry in found:
+            rel = rel_prefix + entry.name
+            try:
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode) and self.follow_symlinks:
+                    st = entry.stat(follow_symlinks=True)
+            except OSError as error:
+                self.report.problems.append((entry.path, error.strerror or str(error)))
+                continue
+            is_folder = stat.S_ISDIR(st.st_mode)
+            if self.filters is not None and self.filters.excludes(rel, folder=is_folder):
+                self.report.excluded += 1
+                continue
+            items.append((entry, rel, st))
+        items.sort(
+            key=lambda item: key_order(item[1] + "/" if stat.S_ISDIR(item[2].st_mode) else item[1])
+        )
+        return items
 
-
-def _regular_file(entry: os.DirEntry[str], rel: str, report: ScanReport) -> LocalFile | None:
-    try:
-        rel.encode("utf-8")
-    except UnicodeEncodeError:
-        report.problems.append((entry.path, "name is not valid UTF-8"))
+    def regular_file(
+        self, entry: os.DirEntry[str], rel: str, st: os.stat_result
+    ) -> LocalFile | None:
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:
+            self.report.problems.append((entry.path, "name is not valid UTF-8"))
+            return None
+        unsafe = unsafe_key_reason(rel)
+        if unsafe:
+            # Restore refuses such keys, so uploading would be a backup that cannot return.
+            self.report.problems.append((entry.path, f"cannot be restored safely: {unsafe}"))
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            self.report.skipped.append((entry.path, "symlink"))
+        elif not stat.S_ISREG(st.st_mode):
+            self.report.skipped.append((entry.path, "special file"))
+        else:
+            return LocalFile.from_stat(rel, entry.path, st)
         return None
-    unsafe = unsafe_key_reason(rel)
-    if unsafe:
-        # Restore refuses such keys, so uploading would be a backup that cannot return.
-        report.problems.append((entry.path, f"cannot be restored safely: {unsafe}"))
-        return None
-    try:
-        st = entry.stat(follow_symlinks=False)
-    except OSError as error:
-        report.problems.append((entry.path, error.strerror or str(error)))
-        return None
-    if stat.S_ISLNK(st.st_mode):
-        report.skipped.append((entry.path, "symlink"))
-    elif not stat.S_ISREG(st.st_mode):
-        report.skipped.append((entry.path, "special file"))
-    else:
-        return LocalFile.from_stat(rel, entry.path, st)
-    return None
 
 
 def read_chunks(fileobj: Any, limit: int | None = None) -> Iterator[bytes]:
@@ -771,6 +872,41 @@ def _send_small_bodies_at_once(request: Any, **_: Any) -> None:
         del request.headers["Expect"]
 
 
+ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
+STORAGE_CLASSES = (
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "REDUCED_REDUNDANCY",
+)
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """How new objects are stored: storage class and server-side encryption."""
+
+    storage_class: str | None = None
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
+
+    def upload_args(self) -> dict[str, str]:
+        args = {}
+        if self.storage_class:
+            args["StorageClass"] = self.storage_class
+        if self.sse:
+            args["ServerSideEncryption"] = self.sse
+        if self.sse_kms_key_id:
+            args["SSEKMSKeyId"] = self.sse_kms_key_id
+        return args
+
+    @property
+    def etag_is_md5(self) -> bool:
+        """SSE-KMS objects have ETags that are not the MD5 of their bytes."""
+        return self.sse != "aws:kms"
+
+
 class Connection:
     """One boto3 session and S3 client, shared by all worker threads, with a request count."""
 
@@ -783,6 +919,9 @@ class Connection:
         workers: int = DEFAULT_WORKERS,
         multipart_threshold: int = MULTIPART_THRESHOLD,
         multipart_chunksize: int = MULTIPART_CHUNKSIZE,
+        storage: StorageOptions | None = None,
+        path_style: bool = False,
+        crc32: bool = True,
     ) -> None:
         try:
             self.session = boto3.Session(profile_name=profile, region_name=region)
@@ -795,6 +934,7 @@ class Connection:
         self.workers = workers
         self.multipart_threshold = multipart_threshold
         self.multipart_chunksize = multipart_chunksize
+        self.storage = storage or StorageOptions()
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._completed: dict[str, tuple[str | None, str | None]] = {}
@@ -808,6 +948,11 @@ class Connection:
                 "total_max_attempts": max_attempts or DEFAULT_MAX_ATTEMPTS,
             },
             user_agent_extra="ass3",
+            s3={"addressing_style": "path"} if path_style else None,
+            # Some S3-compatible stores reject boto3's default CRC32 checksums or store
+            # them into the body; the tool's own MD5 checks do not depend on them.
+            request_checksum_calculation="when_supported" if crc32 else "when_required",
+            response_checksum_validation="when_supported" if crc32 else "when_required",
         )
         self.client = self._client("s3")
         self.transfer_config = TransferConfig(
@@ -1042,7 +1187,7 @@ def content_matches(
     """Compare with the recorded MD5, else by ETag when comparable, else the md5 metadata."""
     if remote.md5:
         return remote.md5 == digest.md5
-    verdict = etag_matches(remote.etag, digest)
+    verdict = etag_matches(remote.etag, digest) if conn.storage.etag_is_md5 else None
     if verdict is None:
         verdict = s3_checksum(conn, bucket, remote.key) == digest.md5
     return verdict
@@ -1102,14 +1247,18 @@ def _upload_once(
                 Body=data,
                 ContentMD5=base64.b64encode(bytes.fromhex(digest.md5)).decode(),
                 Metadata=_metadata(digest, before),
+                **conn.storage.upload_args(),
                 **conn.owner_args(),
             )
             seen = Seen(snapshot, digest.md5, response["ETag"].strip('"'))
             return seen, response.get("VersionId")
         digest = local_checksum(fileobj, part_size)
-    transfers.upload(
-        path, bucket, key, extra_args={"Metadata": _metadata(digest, before), **conn.owner_args()}
-    ).result()
+    extra_args = {
+        "Metadata": _metadata(digest, before),
+        **conn.storage.upload_args(),
+        **conn.owner_args(),
+    }
+    transfers.upload(path, bucket, key, extra_args=extra_args).result()
     etag, version_id = conn.completed_upload(key)
     if not _same_file_state(before, os.stat(path)):
         # The object may not match the md5 recorded with it: take it back out.
@@ -1221,7 +1370,10 @@ def backup(
     max_delete: str | None = None,
     force: bool = False,
     dry_run: bool = False,
+    rules: Iterable[tuple[str, str]] = (),
+    follow_symlinks: bool = False,
     cache_path: str | None = None,
+    progress: Progress | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> Summary:
     """Upload every new or changed regular file under `directory` to s3://bucket/prefix/.
@@ -1229,10 +1381,13 @@ def backup(
     The state cache spares reading files it can vouch for; `checksum` re-reads all.
     With `delete`, objects whose files are gone are deleted, within the guards of
     `deletion_refusal`. A run that changed anything ends by writing its run record.
-    `dry_run` reports what would happen and writes nothing, in S3 or on disk.
+    `dry_run` reports what would happen and writes nothing, in S3 or on disk. `rules`
+    are ("exclude" | "include", pattern) pairs (see `Filters`); objects they leave
+    out are neither compared nor deleted.
     """
     started = time.monotonic()
     root = check_directory(directory)
+    filters = Filters.for_backup(root, rules)
     summary = Summary("would upload" if dry_run else "uploaded", requests=conn.requests)
     if not dry_run:
         ensure_bucket(conn, bucket)
@@ -1245,8 +1400,9 @@ def backup(
     def remote_objects() -> Iterator[RemoteObject]:
         nonlocal remote_total
         for item in list_remote(conn, bucket, prefix, missing_ok=dry_run):
-            remote_total += 1
-            yield item
+            if not filters.excludes_path(item.rel):
+                remote_total += 1
+                yield item
 
     with StateCache(cache_path or default_cache_path(), scope, read_only=dry_run) as cache:
 
@@ -1264,7 +1420,7 @@ def backup(
                 entries.append(_entry_of(step.target))
 
         steps = plan_transfers(
-            scan_tree(root, report),
+            scan_tree(root, report, filters=filters, follow_symlinks=follow_symlinks),
             remote_objects(),
             known_unchanged=None if checksum else cache.cached_md5,
         )
@@ -1277,8 +1433,10 @@ def backup(
             summary,
             remember,
             keep_previous,
+            progress,
         )
     summary.skipped = len(report.skipped)
+    summary.excluded = report.excluded
     for path, reason in report.skipped:
         log.info("skipped %s (%s)", printable(path), reason)
     for path, reason in report.problems:
@@ -1367,6 +1525,7 @@ def _execute(
     summary: Summary,
     on_outcome: Callable[[Outcome], None] | None,
     on_failure: Callable[[Step], None] | None = None,
+    progress: Progress | None = None,
 ) -> None:
     """Run steps on `conn.workers` threads; a failed step is recorded, the rest go on.
 
@@ -1388,7 +1547,7 @@ def _execute(
 
     def collect(futures: Iterable[Future[Outcome | tuple[Step, str]]]) -> None:
         for future in futures:
-            _record(summary, future.result(), on_outcome, on_failure)
+            _record(summary, future.result(), on_outcome, on_failure, progress)
 
     executor = ThreadPoolExecutor(max_workers=conn.workers, thread_name_prefix="ass3")
     try:
@@ -1396,8 +1555,12 @@ def _execute(
             try:
                 pending: set[Future[Outcome | tuple[Step, str]]] = set()
                 for step in steps:
+                    if progress:
+                        progress.planned(step)
                     if step.reason == UNCHANGED:  # nothing to read or send: no thread needed
-                        _record(summary, run_step(step, transfers), on_outcome, on_failure)
+                        _record(
+                            summary, run_step(step, transfers), on_outcome, on_failure, progress
+                        )
                         continue
                     pending.add(executor.submit(guarded, step))
                     if len(pending) >= conn.workers * 4:
@@ -1416,13 +1579,18 @@ def _record(
     result: Outcome | tuple[Step, str],
     on_outcome: Callable[[Outcome], None] | None,
     on_failure: Callable[[Step], None] | None,
+    progress: Progress | None,
 ) -> None:
     if isinstance(result, tuple):
         step, reason = result
         _record_failure(summary, step.rel, reason)
         if on_failure:
             on_failure(step)
+        if progress:
+            progress.failed(step)
         return
+    if progress:
+        progress.finished(result)
     summary.read_bytes += result.read_bytes
     if result.transferred:
         summary.transferred += 1
@@ -1432,6 +1600,54 @@ def _record(
         summary.unchanged += 1
     if on_outcome:
         on_outcome(result)
+
+
+class Progress:
+    """Progress bars on stderr while a run goes: files and bytes, with rate and ETA.
+
+    The walk and the listing are streamed, so the totals grow while the scan goes
+    on; a file found unchanged leaves the byte total. Disabled (no output at all)
+    unless stderr is a terminal, so cron mails and pipes get only the summary.
+    """
+
+    def __init__(self, action: str, *, enabled: bool) -> None:
+        self.enabled = enabled
+        options: dict[str, Any] = {"disable": not enabled, "leave": False, "file": sys.stderr}
+        self._files = tqdm(desc=f"{action} files", unit=" files", total=0, position=0, **options)
+        self._bytes = tqdm(
+            desc=f"{action} bytes",
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            total=0,
+            position=1,
+            **options,
+        )
+
+    @staticmethod
+    def _size(step: Step) -> int:
+        return step.source.size if step.source is not None else 0
+
+    def planned(self, step: Step) -> None:
+        self._files.total += 1
+        self._bytes.total += self._size(step)
+        self._files.refresh()
+
+    def finished(self, outcome: Outcome) -> None:
+        self._files.update(1)
+        if outcome.transferred:
+            self._bytes.update(outcome.size)
+        else:
+            self._bytes.total -= outcome.size
+            self._bytes.refresh()
+
+    def failed(self, step: Step) -> None:
+        self._files.update(1)
+        self._bytes.total -= self._size(step)
+
+    def close(self) -> None:
+        self._bytes.close()
+        self._files.close()
 
 
 # ---------------------------------------------------------------------------
@@ -1746,6 +1962,7 @@ def restore(
     max_delete: str | None = None,
     force: bool = False,
     dry_run: bool = False,
+    progress: Progress | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> Summary:
     """Download backup NAME into DESTINATION/NAME, verifying every file.
@@ -1794,6 +2011,7 @@ def restore(
         ),
         summary,
         on_outcome,
+        progress=progress,
     )
     if delete:
         _delete_local_extras(summary, extras, local_total, max_delete, force, dry_run)
