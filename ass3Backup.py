@@ -17,24 +17,56 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("directory", metavar="DIR", nargs="?", help="the folder to back up")
     parser.add_argument("--prefix", help="backup name in the bucket (default: basename of DIR)")
     parser.add_argument(
-        "--checksum",
-        action="store_true",
-        help="re-read every file whose size matches, ignoring the local state cache",
-    )
-    parser.add_argument(
-        "--keep-days",
-        type=s3common.positive_int,
-        metavar="N",
-        help="keep replaced and deleted versions of this backup for N days, then expire them",
-    )
-    s3common.add_deletion_arguments(parser, "objects whose files are gone from DIR")
-    parser.add_argument(
         "--list",
         nargs="?",
         const="",
         metavar="NAME",
         help="list buckets and backups, or the objects of backup NAME, then exit",
     )
+    what = parser.add_argument_group("what to back up")
+    what.add_argument(
+        "--exclude",
+        dest="rules",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        type=lambda pattern: ("exclude", pattern),
+        help="leave out paths matching PATTERN (gitignore rules: *.tmp, node_modules/, "
+        "**/.cache/); repeatable; DIR/.ass3ignore is read too",
+    )
+    what.add_argument(
+        "--include",
+        dest="rules",
+        action="append",
+        metavar="PATTERN",
+        type=lambda pattern: ("include", pattern),
+        help="take back paths an earlier --exclude left out; later patterns win",
+    )
+    what.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="back up what symlinks point to (links back to a folder above are skipped)",
+    )
+    what.add_argument(
+        "--checksum",
+        action="store_true",
+        help="re-read every file whose size matches, ignoring the local state cache",
+    )
+    storage = parser.add_argument_group("how objects are stored")
+    storage.add_argument(
+        "--storage-class",
+        type=s3common.storage_class,
+        help=f"one of {', '.join(s3common.STORAGE_CLASSES)} (default: the bucket's)",
+    )
+    storage.add_argument("--sse", choices=["AES256", "aws:kms"], help="server-side encryption")
+    storage.add_argument("--sse-kms-key-id", metavar="KEY", help="KMS key for --sse aws:kms")
+    storage.add_argument(
+        "--keep-days",
+        type=s3common.positive_int,
+        metavar="N",
+        help="keep replaced and deleted versions of this backup for N days, then expire them",
+    )
+    s3common.add_deletion_arguments(parser, "objects whose files are gone from DIR")
     s3common.add_connection_arguments(parser)
     return parser
 
@@ -44,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.list is None and not args.directory:
         parser.error("DIR is required (or use --list)")
+    if args.sse_kms_key_id and args.sse != "aws:kms":
+        parser.error("--sse-kms-key-id goes with --sse aws:kms")
 
     def run() -> int:
         if args.list is not None:
@@ -55,25 +89,33 @@ def main(argv: list[str] | None = None) -> int:
             s3common.normalize_prefix(args.prefix) if args.prefix else s3common.default_prefix(root)
         )
         conn, bucket = s3common.connect(args)
-        summary = s3common.backup(
-            conn,
-            root,
-            bucket=bucket,
-            prefix=prefix,
-            checksum=args.checksum,
-            delete=args.delete,
-            max_delete=args.max_delete,
-            force=args.force,
-            dry_run=args.dry_run,
-        )
+        progress = s3common.progress_for(args, "backup")
+        try:
+            summary = s3common.backup(
+                conn,
+                root,
+                bucket=bucket,
+                prefix=prefix,
+                checksum=args.checksum,
+                delete=args.delete,
+                max_delete=args.max_delete,
+                force=args.force,
+                dry_run=args.dry_run,
+                rules=args.rules,
+                follow_symlinks=args.follow_symlinks,
+                progress=progress,
+            )
+        finally:
+            progress.close()
         if args.keep_days and not args.dry_run:
             s3common.set_retention(conn, bucket, prefix, args.keep_days)
-            print(f"noncurrent versions of {prefix}/ expire after {args.keep_days} days")
+            if not (args.quiet or args.json):
+                print(f"versions of {prefix}/ expire {args.keep_days} days after replacement")
         run = f" (run {summary.run_id})" if summary.run_id else ""
-        print(f"{args.directory} -> s3://{bucket}/{prefix}/{run}: {summary.line()}")
-        return summary.exit_code
+        line = f"{args.directory} -> s3://{bucket}/{prefix}/{run}: {summary.line()}"
+        return s3common.finish(args, summary, line, bucket=bucket, prefix=prefix)
 
-    return s3common.run_main("ass3Backup", args.verbose or args.dry_run, run)
+    return s3common.run_main("ass3Backup", args, run)
 
 
 if __name__ == "__main__":

@@ -16,16 +16,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("name", metavar="NAME", nargs="?", help="the backup to restore")
     parser.add_argument("--dest", default=".", help="folder to restore into (default: current)")
-    when = parser.add_mutually_exclusive_group()
-    when.add_argument(
-        "--as-of",
-        metavar="WHEN",
-        help="restore the tree of the newest run at or before WHEN (ISO 8601 date or "
-        "date-time, local time unless a zone is given)",
-    )
-    when.add_argument("--run", metavar="ID", help="restore the tree of run ID (see --runs)")
-    when.add_argument("--runs", action="store_true", help="list the runs of backup NAME")
-    s3common.add_deletion_arguments(parser, "local files under DEST/NAME not in the backup")
     parser.add_argument(
         "--list",
         nargs="?",
@@ -33,6 +23,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="list buckets and backups, or the objects of backup NAME, then exit",
     )
+    history = parser.add_argument_group("history").add_mutually_exclusive_group()
+    history.add_argument(
+        "--as-of",
+        metavar="WHEN",
+        help="restore the tree of the newest run at or before WHEN (ISO 8601 date or "
+        "date-time, local time unless a zone is given)",
+    )
+    history.add_argument("--run", metavar="ID", help="restore the tree of run ID (see --runs)")
+    history.add_argument("--runs", action="store_true", help="list the runs of backup NAME")
+    s3common.add_deletion_arguments(parser, "local files under DEST/NAME not in the backup")
     s3common.add_connection_arguments(parser)
     return parser
 
@@ -52,24 +52,29 @@ def main(argv: list[str] | None = None) -> int:
         if args.runs:
             print("\n".join(s3common.format_runs(conn, bucket, args.name)))
             return s3common.EXIT_OK
-        summary = s3common.restore(
-            conn,
-            args.name,
-            bucket=bucket,
-            destination=args.dest,
-            run_id=args.run,
-            as_of=as_of,
-            delete=args.delete,
-            max_delete=args.max_delete,
-            force=args.force,
-            dry_run=args.dry_run,
-        )
-        if summary.method:
-            print(f"restoring {summary.method}")
-        print(f"s3://{bucket}/{args.name.strip('/')}/ -> {args.dest}: {summary.line()}")
-        return summary.exit_code
+        progress = s3common.progress_for(args, "restore")
+        try:
+            summary = s3common.restore(
+                conn,
+                args.name,
+                bucket=bucket,
+                destination=args.dest,
+                run_id=args.run,
+                as_of=as_of,
+                delete=args.delete,
+                max_delete=args.max_delete,
+                force=args.force,
+                dry_run=args.dry_run,
+                progress=progress,
+            )
+        finally:
+            progress.close()
+        name = args.name.strip("/")
+        method = f"restoring {summary.method}\n" if summary.method else ""
+        line = f"{method}s3://{bucket}/{name}/ -> {args.dest}: {summary.line()}"
+        return s3common.finish(args, summary, line, bucket=bucket, prefix=name)
 
-    return s3common.run_main("ass3Restore", args.verbose or args.dry_run, run)
+    return s3common.run_main("ass3Restore", args, run)
 
 
 if __name__ == "__main__":
