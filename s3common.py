@@ -1419,6 +1419,10 @@ def backup(
             if isinstance(step.target, RemoteObject):
                 entries.append(_entry_of(step.target))
 
+        if progress:
+            progress.count_ahead(
+                scan_tree(root, ScanReport(), filters=filters, follow_symlinks=follow_symlinks)
+            )
         steps = plan_transfers(
             scan_tree(root, report, filters=filters, follow_symlinks=follow_symlinks),
             remote_objects(),
@@ -1603,51 +1607,70 @@ def _record(
 
 
 class Progress:
-    """Progress bars on stderr while a run goes: files and bytes, with rate and ETA.
+    """Progress bars on stderr while a run goes: files with rate and ETA, bytes with rate.
 
-    The walk and the listing are streamed, so the totals grow while the scan goes
-    on; a file found unchanged leaves the byte total. Disabled (no output at all)
-    unless stderr is a terminal, so cron mails and pipes get only the summary.
+    Disabled (no output at all) unless stderr is a terminal, so cron mails and pipes
+    get only the summary. The plan is streamed, so a backup counts the files ahead
+    in a thread of its own (`count_ahead`) to give the bar its total; without that
+    (a restore) the total grows as the listing goes.
     """
 
     def __init__(self, action: str, *, enabled: bool) -> None:
         self.enabled = enabled
+        self._lock = threading.Lock()
+        self._counted_ahead = False
         options: dict[str, Any] = {"disable": not enabled, "leave": False, "file": sys.stderr}
-        self._files = tqdm(desc=f"{action} files", unit=" files", total=0, position=0, **options)
+        self._files = tqdm(desc=f"{action}: files", unit=" files", total=0, position=0, **options)
         self._bytes = tqdm(
-            desc=f"{action} bytes",
+            desc=f"{action}: bytes",
             unit="B",
             unit_scale=True,
             unit_divisor=1024,
-            total=0,
             position=1,
             **options,
         )
 
-    @staticmethod
-    def _size(step: Step) -> int:
-        return step.source.size if step.source is not None else 0
+    def count_ahead(self, files: Iterable[LocalFile]) -> None:
+        """Count `files` (a second, cheap walk) in the background for the bar's total."""
+        if not self.enabled:
+            return
+        self._counted_ahead = True
+
+        def count() -> None:
+            counted = 0
+            for _ in files:
+                counted += 1
+                if counted % 256 == 0:
+                    self._set_total(counted)
+            self._set_total(counted)
+
+        threading.Thread(target=count, name="ass3-count", daemon=True).start()
+
+    def _set_total(self, total: int) -> None:
+        with self._lock:
+            self._files.total = max(total, self._files.n)
+            self._files.refresh()
 
     def planned(self, step: Step) -> None:
-        self._files.total += 1
-        self._bytes.total += self._size(step)
-        self._files.refresh()
+        if not self._counted_ahead:
+            with self._lock:
+                self._files.total += 1
+                self._files.refresh()
 
     def finished(self, outcome: Outcome) -> None:
-        self._files.update(1)
-        if outcome.transferred:
-            self._bytes.update(outcome.size)
-        else:
-            self._bytes.total -= outcome.size
-            self._bytes.refresh()
+        with self._lock:
+            self._files.update(1)
+            if outcome.transferred:
+                self._bytes.update(outcome.size)
 
     def failed(self, step: Step) -> None:
-        self._files.update(1)
-        self._bytes.total -= self._size(step)
+        with self._lock:
+            self._files.update(1)
 
     def close(self) -> None:
-        self._bytes.close()
-        self._files.close()
+        with self._lock:
+            self._bytes.close()
+            self._files.close()
 
 
 # ---------------------------------------------------------------------------
