@@ -321,7 +321,8 @@ class Dataset:
 
 
 def generate(root: Path, args: argparse.Namespace, rng: random.Random) -> Dataset:
-    """Seeded random files: small ones spread over 10 x 10 folders, big ones under big/."""
+    """Seeded random files: small ones spread over 10 x 10 folders, big ones under big/,
+    all last modified an hour ago."""
     small, big, total = [], [], 0
     for index in range(args.files):
         rel = f"d{index % 10}/e{index // 10 % 10}/f{index:06d}.bin"
@@ -339,6 +340,11 @@ def generate(root: Path, args: argparse.Namespace, rng: random.Random) -> Datase
                 out.write(rng.randbytes(MiB))
         big.append(rel)
         total += args.big_mib * MiB
+    # As for a nightly backup, the files last changed a while ago (an hour), not during
+    # the first run: ass3 does not cache files modified within a second of a run.
+    hour_ago = time.time_ns() - 3600 * 10**9
+    for rel in small + big:
+        os.utime(root / rel, ns=(hour_ago, hour_ago))
     return Dataset(root, small, big, total)
 
 
