@@ -1441,7 +1441,7 @@ def backup(
         ensure_bucket(conn, bucket)
     report = ScanReport()
     scope = f"{conn.client.meta.endpoint_url}|{bucket}|{prefix}"
-    entries: list[RecordEntry] = []
+    entries = RecordSpool()
     extras: list[Step] = []
     remote_total = 0
 
@@ -1499,6 +1499,7 @@ def backup(
         )
     if not dry_run and (summary.transferred or summary.deleted):
         record_run(conn, bucket, prefix, root, summary, entries)
+    entries.close()
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -2164,6 +2165,31 @@ class RunRecord:
         )
 
 
+class RecordSpool:
+    """The run record's lines, kept in a temporary file while the run goes, so memory
+    stays flat however many files there are. Fields are tab-separated: names with
+    control characters never get this far (see `unsafe_key_reason`)."""
+
+    def __init__(self) -> None:
+        # Lives as long as the run, not a block: closed by close(), or with the process.
+        self._file = tempfile.TemporaryFile("w+", encoding="utf-8", newline="\n")  # noqa: SIM115
+
+    def append(self, entry: RecordEntry) -> None:
+        version = entry.version_id or ""
+        self._file.write(f"{entry.rel}\t{entry.size}\t{entry.md5}\t{entry.etag}\t{version}\n")
+
+    def __iter__(self) -> Iterator[RecordEntry]:
+        self._file.flush()
+        self._file.seek(0)
+        for line in self._file:
+            rel, size, md5, etag, version = line.rstrip("\n").split("\t")
+            yield RecordEntry(rel, int(size), md5, etag, version or None)
+        self._file.seek(0, os.SEEK_END)
+
+    def close(self) -> None:
+        self._file.close()
+
+
 def new_run_id(now: datetime | None = None) -> str:
     """UTC time to the microsecond plus a random tag: sortable, and unique even for
     two runs in one second (S3's LastModified has one-second resolution)."""
@@ -2256,7 +2282,7 @@ def record_run(
     prefix: str,
     source: str,
     summary: Summary,
-    entries: list[RecordEntry],
+    entries: Iterable[RecordEntry],
 ) -> None:
     """Write the run record: every file of the backup and the version holding it.
 
@@ -2279,7 +2305,7 @@ def record_run(
                     known[(entry.rel, entry.etag)] = entry.version_id
     if versioned and any(
         entry.version_id is None and (entry.rel, entry.etag) not in known for entry in entries
-    ):
+    ):  # a second pass over the spool, only when something is still unknown
         for item in _iter_versions(conn, bucket, prefix):
             if item.get("IsLatest") and not item["Deleted"]:
                 rel = item["Key"][len(prefix) + 1 :]
