@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         if args.list is not None:
             conn, bucket = s3common.connect(args)
-            print("\n".join(s3common.format_listing(conn, bucket, args.list or None)))
-            return s3common.EXIT_OK
+            return s3common.print_listing(args, conn, bucket, args.list or None)
         root = s3common.check_directory(args.directory)
         prefix = (
             s3common.normalize_prefix(args.prefix) if args.prefix else s3common.default_prefix(root)

@@ -47,11 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         as_of = s3common.parse_when(args.as_of) if args.as_of else None
         conn, bucket = s3common.connect(args)
         if args.list is not None:
-            print("\n".join(s3common.format_listing(conn, bucket, args.list or args.name)))
-            return s3common.EXIT_OK
+            return s3common.print_listing(args, conn, bucket, args.list or args.name)
         if args.runs:
-            print("\n".join(s3common.format_runs(conn, bucket, args.name)))
-            return s3common.EXIT_OK
+            return s3common.print_runs(args, conn, bucket, args.name)
         progress = s3common.progress_for(args, "restore")
         try:
             summary = s3common.restore(

@@ -468,7 +468,8 @@ def default_prefix(directory: str) -> str:
 
 @dataclass
 class ScanReport:
-    """What a walk skipped on purpose, what it left out by filter, what it could not read."""
+    """What a walk skipped on purpose, what it left out by filter, what it could not read
+    (paths relative to the root, as in every other report of the run)."""
 
     skipped: list[tuple[str, str]] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
@@ -564,7 +565,7 @@ def scan_tree(
         if stat.S_ISDIR(st.st_mode):
             identity = (st.st_dev, st.st_ino)
             if identity in ancestors:
-                report.skipped.append((entry.path, "symlink loop"))
+                report.skipped.append((rel, "symlink loop"))
                 continue
             stack.append((iter(walker.entries(entry.path, rel + "/")), ancestors | {identity}))
             continue
@@ -588,7 +589,9 @@ class _Walker:
             with os.scandir(folder) as listing:
                 found = list(listing)
         except OSError as error:
-            self.report.problems.append((folder, error.strerror or str(error)))
+            self.report.problems.append(
+                (rel_prefix.rstrip("/") or ".", error.strerror or str(error))
+            )
             return []
         items = []
         for entry in found:
@@ -598,7 +601,7 @@ class _Walker:
                 if stat.S_ISLNK(st.st_mode) and self.follow_symlinks:
                     st = entry.stat(follow_symlinks=True)
             except OSError as error:
-                self.report.problems.append((entry.path, error.strerror or str(error)))
+                self.report.problems.append((rel, error.strerror or str(error)))
                 continue
             is_folder = stat.S_ISDIR(st.st_mode)
             if self.filters is not None and self.filters.excludes(rel, folder=is_folder):
@@ -616,17 +619,17 @@ class _Walker:
         try:
             rel.encode("utf-8")
         except UnicodeEncodeError:
-            self.report.problems.append((entry.path, "name is not valid UTF-8"))
+            self.report.problems.append((rel, "name is not valid UTF-8"))
             return None
         unsafe = unsafe_key_reason(rel)
         if unsafe:
             # Restore refuses such keys, so uploading would be a backup that cannot return.
-            self.report.problems.append((entry.path, f"cannot be restored safely: {unsafe}"))
+            self.report.problems.append((rel, f"cannot be restored safely: {unsafe}"))
             return None
         if stat.S_ISLNK(st.st_mode):
-            self.report.skipped.append((entry.path, "symlink"))
+            self.report.skipped.append((rel, "symlink"))
         elif not stat.S_ISREG(st.st_mode):
-            self.report.skipped.append((entry.path, "special file"))
+            self.report.skipped.append((rel, "special file"))
         else:
             return LocalFile.from_stat(rel, entry.path, st)
         return None
@@ -2395,22 +2398,42 @@ def versions_as_of(
     return sorted(objects, key=lambda item: key_order(item.rel))
 
 
-def format_runs(conn: Connection, bucket: str, prefix: str) -> list[str]:
-    """Lines for --runs: each run's id, time, files, bytes, uploaded and deleted counts."""
+def runs(conn: Connection, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    """What --runs shows: each recorded run of a backup, oldest first."""
     prefix = normalize_prefix(prefix)
     run_ids = list_run_ids(conn, bucket, prefix)
     if not run_ids:
         raise Ass3Error(f"backup {prefix!r} in s3://{bucket} has no run records")
-    lines = []
+    result = []
     for run_id in run_ids:
         record = load_record(conn, bucket, prefix, run_id)
-        local_time = record.time.astimezone()
+        result.append(
+            {
+                "run_id": run_id,
+                "time": record.time.isoformat(),
+                "source": record.source,
+                "files": len(record.files),
+                "bytes": record.total_bytes,
+                "uploaded": record.uploaded,
+                "deleted": record.deleted,
+                "failed": record.failed,
+                "versioned": record.versioned,
+            }
+        )
+    return result
+
+
+def format_runs(conn: Connection, bucket: str, prefix: str) -> list[str]:
+    """--runs as lines for a person, times in local time."""
+    lines = []
+    for run in runs(conn, bucket, prefix):
+        local_time = datetime.fromisoformat(run["time"]).astimezone()
         lines.append(
-            f"{run_id}  {local_time:%Y-%m-%d %H:%M:%S %Z}  {plural(len(record.files), 'file')}"
-            f"  {human_bytes(record.total_bytes)}  uploaded {record.uploaded}"
-            f"  deleted {record.deleted}"
-            + (f"  failed {record.failed}" if record.failed else "")
-            + ("" if record.versioned else "  (versioning off)")
+            f"{run['run_id']}  {local_time:%Y-%m-%d %H:%M:%S %Z}  {plural(run['files'], 'file')}"
+            f"  {human_bytes(run['bytes'])}  uploaded {run['uploaded']}"
+            f"  deleted {run['deleted']}"
+            + (f"  failed {run['failed']}" if run["failed"] else "")
+            + ("" if run["versioned"] else "  (versioning off)")
         )
     return lines
 
@@ -2502,32 +2525,57 @@ def list_backups(conn: Connection, bucket: str) -> list[BackupInfo]:
     return [BackupInfo(name, *values) for name, values in sorted(totals.items())]
 
 
-def format_listing(conn: Connection, bucket: str, name: str | None) -> list[str]:
-    """Lines for --list: all buckets and the backups in ours, or one backup's objects."""
+def listing(conn: Connection, bucket: str, name: str | None) -> dict[str, Any]:
+    """What --list shows: all buckets and the backups in ours, or one backup's objects."""
     if name:
         prefix = normalize_prefix(name)
-        lines = [
-            f"{item.last_modified:%Y-%m-%d %H:%M:%S}  {item.size:>12}  {printable(item.rel)}"
+        objects = [
+            {"path": item.rel, "size": item.size, "modified": item.last_modified.isoformat()}
             for item in list_remote(conn, bucket, prefix)
         ]
-        if not lines:
+        if not objects:
             raise Ass3Error(f"no backup named {prefix!r} in s3://{bucket}")
-        return lines
-    lines = ["buckets:"] + [f"  {bucket_name}" for bucket_name in list_bucket_names(conn)]
+        return {"bucket": bucket, "backup": prefix, "objects": objects}
+    result: dict[str, Any] = {"buckets": list_bucket_names(conn), "bucket": bucket}
     try:
         backups = list_backups(conn, bucket)
     except Ass3Error as error:
-        return [*lines, f"backups in s3://{bucket}: none ({error})"]
-    lines.append(f"backups in s3://{bucket}:")
+        return {**result, "backups": [], "problem": str(error)}
     kept = retention_days(conn, bucket)
-    for info in backups:
-        newest = f"{info.newest:%Y-%m-%d %H:%M:%S}" if info.newest else "-"
-        retention = f"  old versions kept {kept[info.name]} days" if info.name in kept else ""
+    result["backups"] = [
+        {
+            "name": info.name,
+            "objects": info.objects,
+            "bytes": info.size,
+            "newest": info.newest.isoformat() if info.newest else None,
+            "keep_days": kept.get(info.name),
+        }
+        for info in backups
+    ]
+    return result
+
+
+def format_listing(conn: Connection, bucket: str, name: str | None) -> list[str]:
+    """--list as lines for a person."""
+    data = listing(conn, bucket, name)
+    if "objects" in data:
+        return [
+            f"{item['modified'][:19].replace('T', ' ')}  {item['size']:>12}  "
+            f"{printable(item['path'])}"
+            for item in data["objects"]
+        ]
+    lines = ["buckets:"] + [f"  {bucket_name}" for bucket_name in data["buckets"]]
+    if "problem" in data:
+        return [*lines, f"backups in s3://{bucket}: none ({data['problem']})"]
+    lines.append(f"backups in s3://{bucket}:")
+    for info in data["backups"]:
+        newest = info["newest"][:19].replace("T", " ") if info["newest"] else "-"
+        kept = f"  old versions kept {info['keep_days']} days" if info["keep_days"] else ""
         lines.append(
-            f"  {info.name:<30} {plural(info.objects, 'object'):>16} "
-            f"{human_bytes(info.size):>10}  newest {newest}{retention}"
+            f"  {info['name']:<30} {plural(info['objects'], 'object'):>16} "
+            f"{human_bytes(info['bytes']):>10}  newest {newest}{kept}"
         )
-    if not backups:
+    if not data["backups"]:
         lines.append("  (none)")
     return lines
 
@@ -2638,6 +2686,24 @@ def connect(args: argparse.Namespace) -> tuple[Connection, str]:
         crc32=not args.no_crc32,
     )
     return conn, resolve_bucket(conn, args.bucket)
+
+
+def print_listing(args: argparse.Namespace, conn: Connection, bucket: str, name: str | None) -> int:
+    """--list, as lines or (with --json) one JSON document."""
+    if args.json:
+        print(json.dumps(listing(conn, bucket, name), ensure_ascii=False))
+    else:
+        print("\n".join(format_listing(conn, bucket, name)))
+    return EXIT_OK
+
+
+def print_runs(args: argparse.Namespace, conn: Connection, bucket: str, name: str) -> int:
+    """--runs, as lines or (with --json) one JSON document."""
+    if args.json:
+        print(json.dumps(runs(conn, bucket, name), ensure_ascii=False))
+    else:
+        print("\n".join(format_runs(conn, bucket, name)))
+    return EXIT_OK
 
 
 def progress_for(args: argparse.Namespace, action: str) -> Progress:

@@ -375,3 +375,27 @@ def test_a_file_that_failed_keeps_its_previous_version_in_the_record(
         "a": b"two",
         "b": b"bee",
     }
+
+
+def test_runs_and_list_as_json(
+    s3, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    import ass3Backup
+    import ass3Restore
+
+    root = tmp_path / "data"
+    set_tree(root, RUN_1)
+    assert ass3Backup.main([str(root), "--bucket", bucket, "-q"]) == 0
+    capsys.readouterr()
+    assert ass3Restore.main(["data", "--bucket", bucket, "--runs", "--json"]) == 0
+    (run,) = json.loads(capsys.readouterr().out)
+    assert (run["files"], run["uploaded"], run["deleted"]) == (3, 3, 0)
+    assert ass3Backup.main(["--list", "--bucket", bucket, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert bucket in listed["buckets"]
+    assert [(b["name"], b["objects"]) for b in listed["backups"]] == [("data", 3)]
+    assert ass3Restore.main(["--list", "data", "--bucket", bucket, "--json"]) == 0
+    objects = json.loads(capsys.readouterr().out)["objects"]
+    assert sorted(item["path"] for item in objects) == sorted(RUN_1)

@@ -296,7 +296,7 @@ def test_follow_symlinks_backs_up_targets_and_skips_loops(
     assert summary.skipped == 1
     report = s3common.ScanReport()
     list(s3common.scan_tree(str(linked), report, follow_symlinks=True))
-    assert report.skipped == [(str(linked / "sub" / "loop"), "symlink loop")]
+    assert report.skipped == [("sub/loop", "symlink loop")]
 
 
 def test_without_follow_symlinks_links_are_skipped(
@@ -318,7 +318,7 @@ def test_broken_link_is_a_problem_only_when_following(
     options = ["--follow-symlinks"] if follow else []
     assert ass3Backup.main([str(root), "--bucket", bucket, *options]) == code
     err = capsys.readouterr().err
-    assert (f"failed: {root / 'broken'}: " in err) is follow
+    assert ("failed: broken: " in err) is follow
 
 
 # --- 4: storage class and encryption ---------------------------------------------------------
@@ -523,7 +523,7 @@ def test_json_output_is_one_document_and_nothing_else(
     assert (report["failed"], report["exit_code"]) == (1, 1)
     (failure,) = report["failures"]
     assert set(failure) == {"path", "reason"}
-    assert failure["path"] == str(root / "broken") and failure["reason"]
+    assert failure["path"] == "broken" and failure["reason"]  # relative to DIR, like uploads
     assert (report["bucket"], report["prefix"]) == (bucket, "data")
     assert isinstance(report["run_id"], str) and report["run_id"]
     assert report["requests"]["PutObject"] >= 2
