@@ -1346,14 +1346,21 @@ def _backup_step(
             seen = Seen(snapshot, digest.md5, remote.etag)
             entry = RecordEntry(step.rel, remote.size, digest.md5, remote.etag, None)
             return Outcome(
-                step.rel, False, local.size, read_bytes=read_bytes, seen=seen, entry=entry
+                step.rel,
+                transferred=False,
+                size=local.size,
+                read_bytes=read_bytes,
+                seen=seen,
+                entry=entry,
             )
         reason = CONTENT_CHANGED
     key = f"{prefix}/{local.rel}"
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise FileProblem(f"the S3 key would be longer than {MAX_KEY_BYTES} bytes")
     if dry_run:
-        return Outcome(step.rel, transferred=True, size=local.size, reason=reason)
+        return Outcome(
+            step.rel, transferred=True, size=local.size, reason=reason, read_bytes=read_bytes
+        )
     try:
         seen, version_id = _upload_once(conn, transfers, bucket, key, local.rel, local.path)
     except FileProblem:  # changed while being read: once more, then report
@@ -1361,7 +1368,15 @@ def _backup_step(
     size = seen.local.size
     read_bytes += size * 2 if conn.part_size_for(size) else size
     entry = RecordEntry(step.rel, size, seen.md5, seen.etag, version_id)
-    return Outcome(step.rel, True, size, reason, read_bytes, seen, entry)
+    return Outcome(
+        step.rel,
+        transferred=True,
+        size=size,
+        reason=reason,
+        read_bytes=read_bytes,
+        seen=seen,
+        entry=entry,
+    )
 
 
 def deletion_refusal(
@@ -1916,7 +1931,9 @@ def _restore_step(
             return Outcome(step.rel, transferred=False, size=remote.size, read_bytes=read_bytes)
         reason = CONTENT_CHANGED
     if dry_run:
-        return Outcome(step.rel, True, remote.size, reason, read_bytes)
+        return Outcome(
+            step.rel, transferred=True, size=remote.size, reason=reason, read_bytes=read_bytes
+        )
     folder = _prepare_folder(root, step.rel)
     final = os.path.join(folder, step.rel.rsplit("/", 1)[-1])
     try:
@@ -1924,7 +1941,9 @@ def _restore_step(
     except (ResponseStreamingError, ReadTimeoutError):
         # The response broke off mid-body, which botocore does not retry: once more.
         _write_verified(conn, transfers, bucket, remote, final, placements)
-    return Outcome(step.rel, True, remote.size, reason, read_bytes)
+    return Outcome(
+        step.rel, transferred=True, size=remote.size, reason=reason, read_bytes=read_bytes
+    )
 
 
 def _local_files(root: str, *, tidy: bool) -> Iterator[LocalFile]:
