@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import boto3
 import pytest
+from helpers import Hook
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
@@ -86,3 +88,23 @@ def script_env(moto_endpoint: str) -> dict[str, str]:
         PYTHONIOENCODING="utf-8",
     )
     return env
+
+
+@pytest.fixture
+def hook(monkeypatch: pytest.MonkeyPatch) -> Hook:
+    """Register a botocore event handler first on every client the tool creates.
+
+    main() builds its own Connection, so a handler can only be attached as each
+    client is made.
+    """
+    handlers: list[tuple[str, Callable[..., Any]]] = []
+    make_client = s3common.Connection._client
+
+    def client_with_handlers(self: s3common.Connection, service: str) -> Any:
+        client = make_client(self, service)
+        for event, handler in handlers:
+            client.meta.events.register_first(event, handler)
+        return client
+
+    monkeypatch.setattr(s3common.Connection, "_client", client_with_handlers)
+    return lambda event, handler: handlers.append((event, handler))

@@ -5,9 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 PROJECT = Path(__file__).resolve().parent.parent
+# Registers a botocore handler (event name, handler) on every client the tool creates.
+Hook = Callable[[str, Callable[..., Any]], None]
 
 
 def count_calls(client: object) -> Counter[str]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from helpers import make_tree, run_script
+from helpers import Hook, make_tree, run_script
 
 import ass3Backup
 import ass3Restore
@@ -19,8 +19,6 @@ MAINS: dict[str, Callable[[list[str]], int]] = {
     "restore": ass3Restore.main,
 }
 OTHER_ACCOUNT = "111111111111"
-
-Hook = Callable[[str, Callable[..., Any]], None]
 
 
 @pytest.fixture
@@ -59,26 +57,6 @@ def client_error(code: str, operation: str, status: int = 403) -> ClientError:
         {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
         operation,
     )
-
-
-@pytest.fixture
-def hook(monkeypatch: pytest.MonkeyPatch) -> Hook:
-    """Register a botocore event handler first on every client the tool creates.
-
-    main() builds its own Connection, so a handler can only be attached as each
-    client is made.
-    """
-    handlers: list[tuple[str, Callable[..., Any]]] = []
-    make_client = s3common.Connection._client
-
-    def client_with_handlers(self: s3common.Connection, service: str) -> Any:
-        client = make_client(self, service)
-        for event, handler in handlers:
-            client.meta.events.register_first(event, handler)
-        return client
-
-    monkeypatch.setattr(s3common.Connection, "_client", client_with_handlers)
-    return lambda event, handler: handlers.append((event, handler))
 
 
 # --- 2: usage errors, found before any request ------------------------------------------------

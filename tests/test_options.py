@@ -17,44 +17,21 @@ import sys
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from conftest import TEST_PART_SIZE
-from helpers import PROJECT, count_calls, make_tree, read_tree, run_script
+from helpers import PROJECT, Hook, count_calls, make_tree, read_tree, run_script
 
 import ass3Backup
 import ass3Restore
 import s3common
 from s3common import Connection, StorageOptions
 
-Hook = Callable[[str, Callable[..., Any]], None]
-
 # Operations that change a bucket; a dry run must send none of them.
 WRITE_PREFIXES = ("Put", "Create", "Delete", "Upload", "Complete", "Copy", "Abort", "Restore")
-
-
-@pytest.fixture
-def hook(monkeypatch: pytest.MonkeyPatch) -> Hook:
-    """Register a botocore handler on every client s3common creates.
-
-    main() builds its own Connection, so a handler can only be attached as each client is
-    made (the same device as tests/test_cli.py).
-    """
-    handlers: list[tuple[str, Callable[..., Any]]] = []
-    make_client = s3common.Connection._client
-
-    def client_with_handlers(self: s3common.Connection, service: str) -> Any:
-        client = make_client(self, service)
-        for event, handler in handlers:
-            client.meta.events.register_first(event, handler)
-        return client
-
-    monkeypatch.setattr(s3common.Connection, "_client", client_with_handlers)
-    return lambda event, handler: handlers.append((event, handler))
 
 
 def keys_of(s3: Any, bucket: str, prefix: str = "data") -> dict[str, bytes]:
