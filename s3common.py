@@ -443,13 +443,20 @@ def unsafe_key_reason(rel: str) -> str | None:
 
 
 def normalize_prefix(prefix: str) -> str:
-    """A backup name: '/'-separated safe segments, not the reserved prefix."""
+    """A backup name: one safe path segment (the top folder in the bucket), not the
+    reserved one. Nested names would overlap: backup `a` would list, restore and
+    delete the files of backup `a/b`."""
     cleaned = prefix.strip("/")
     reason = unsafe_key_reason(cleaned)
     if reason:
         raise Ass3Error(f"invalid backup name {prefix!r}: {reason}")
-    if cleaned.split("/")[0] == RESERVED_PREFIX:
-        raise Ass3Error(f"invalid backup name {prefix!r}: {RESERVED_PREFIX}/ is reserved")
+    if "/" in cleaned:
+        raise Ass3Error(
+            f"invalid backup name {prefix!r}: use one name without '/', "
+            f"e.g. {cleaned.replace('/', '-')!r}"
+        )
+    if cleaned == RESERVED_PREFIX:
+        raise Ass3Error(f"invalid backup name {prefix!r}: {RESERVED_PREFIX} is reserved")
     return cleaned
 
 
@@ -474,6 +481,7 @@ class ScanReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
     excluded: int = 0
+    unreadable: bool = False  # a folder or file could not be read: deletions are unsafe
 
 
 IGNORE_FILE = ".ass3ignore"
@@ -491,7 +499,10 @@ class Filters:
 
     def __init__(self, lines: Iterable[str]) -> None:
         self.lines = [line for line in lines if line.strip()]
-        self._spec = pathspec.GitIgnoreSpec.from_lines(self.lines) if self.lines else None
+        try:
+            self._spec = pathspec.GitIgnoreSpec.from_lines(self.lines) if self.lines else None
+        except ValueError as error:  # e.g. a lone "!"
+            raise Ass3Error(f"invalid filter pattern: {error}") from error
 
     @classmethod
     def for_backup(cls, root: str, rules: Iterable[tuple[str, str]]) -> Filters:
@@ -589,6 +600,7 @@ class _Walker:
             with os.scandir(folder) as listing:
                 found = list(listing)
         except OSError as error:
+            self.report.unreadable = True
             self.report.problems.append(
                 (rel_prefix.rstrip("/") or ".", error.strerror or str(error))
             )
@@ -601,6 +613,7 @@ class _Walker:
                 if stat.S_ISLNK(st.st_mode) and self.follow_symlinks:
                     st = entry.stat(follow_symlinks=True)
             except OSError as error:
+                self.report.unreadable = True
                 self.report.problems.append((rel, error.strerror or str(error)))
                 continue
             is_folder = stat.S_ISDIR(st.st_mode)
@@ -883,7 +896,6 @@ def _iam_action(operation: str) -> str:
         "UploadPart": "PutObject",
         "CompleteMultipartUpload": "PutObject",
         "DeleteObjects": "DeleteObject",
-        "GetBucketVersioning": "GetBucketVersioning",
     }.get(operation, operation)
 
 
@@ -1005,7 +1017,10 @@ class Connection:
             request_checksum_calculation="when_supported" if crc32 else "when_required",
             response_checksum_validation="when_supported" if crc32 else "when_required",
         )
-        self.client = self._client("s3")
+        try:
+            self.client = self._client("s3")
+        except (ValueError, BotoCoreError) as error:  # a malformed endpoint URL or region
+            raise Ass3Error(f"cannot set up the S3 client: {error}") from error
         self.transfer_config = TransferConfig(
             multipart_threshold=multipart_threshold,
             multipart_chunksize=multipart_chunksize,
@@ -1103,18 +1118,8 @@ def ensure_bucket(conn: Connection, bucket: str) -> bool:
     """
     owned = _owns_bucket(conn, bucket)
     if owned is None:
-        try:
-            conn.client.head_bucket(Bucket=bucket, **conn.owner_args())
-            return False
-        except ClientError as error:
-            if _error_code(error) not in ("404", "NoSuchBucket"):
-                raise Ass3Error(
-                    f"bucket s3://{bucket} exists but is not accessible: it may belong to "
-                    "another account; choose another name with --bucket"
-                ) from error
-        except BotoCoreError as error:
-            raise Ass3Error(describe_client_error(error, "HeadBucket", bucket)) from error
-    elif owned:
+        owned = _bucket_exists(conn, bucket)
+    if owned:
         return False
     arguments: dict[str, Any] = {"Bucket": bucket}
     if conn.region != "us-east-1":
@@ -1215,20 +1220,26 @@ def list_remote(
 
 
 def _bucket_exists(conn: Connection, bucket: str) -> bool:
+    """HeadBucket with ExpectedBucketOwner: a bucket this account may use, or none."""
     try:
         conn.client.head_bucket(Bucket=bucket, **conn.owner_args())
     except ClientError as error:
         if _error_code(error) in ("404", "NoSuchBucket"):
             return False
-        raise Ass3Error(describe_client_error(error, "HeadBucket", bucket)) from error
+        raise Ass3Error(
+            f"bucket s3://{bucket} exists but is not accessible: it may belong to another "
+            "account; choose another name with --bucket"
+        ) from error
     except BotoCoreError as error:
         raise Ass3Error(describe_client_error(error, "HeadBucket", bucket)) from error
     return True
 
 
-def s3_checksum(conn: Connection, bucket: str, key: str) -> str | None:
-    """The MD5 the tool stored as metadata on one object (one HeadObject request)."""
-    head = conn.client.head_object(Bucket=bucket, Key=key, **conn.owner_args())
+def s3_checksum(conn: Connection, bucket: str, remote: RemoteObject) -> str | None:
+    """The MD5 the tool stored as metadata on this object (one HeadObject): on the
+    recorded version when there is one, else on the current object."""
+    version = {"VersionId": remote.version_id} if remote.version_id else {}
+    head = conn.client.head_object(Bucket=bucket, Key=remote.key, **version, **conn.owner_args())
     return head.get("Metadata", {}).get(META_MD5)
 
 
@@ -1240,7 +1251,7 @@ def content_matches(
         return remote.md5 == digest.md5
     verdict = etag_matches(remote.etag, digest) if conn.storage.etag_is_md5 else None
     if verdict is None:
-        verdict = s3_checksum(conn, bucket, remote.key) == digest.md5
+        verdict = s3_checksum(conn, bucket, remote) == digest.md5
     return verdict
 
 
@@ -1312,8 +1323,10 @@ def _upload_once(
     transfers.upload(path, bucket, key, extra_args=extra_args).result()
     etag, version_id = conn.completed_upload(key)
     if not _same_file_state(before, os.stat(path)):
-        # The object may not match the md5 recorded with it: take it back out.
-        conn.client.delete_object(Bucket=bucket, Key=key, **conn.owner_args())
+        # The object may not match the md5 recorded with it: take that version back out
+        # (only it, so the previous good version is current again).
+        pinned = {"VersionId": version_id} if version_id else {}
+        conn.client.delete_object(Bucket=bucket, Key=key, **pinned, **conn.owner_args())
         raise FileProblem("changed while being uploaded")
     return Seen(snapshot, digest.md5, etag or multipart_etag(digest.part_md5s)), version_id
 
@@ -1380,19 +1393,26 @@ def _backup_step(
 
 
 def deletion_refusal(
-    deletions: int, total: int, *, complete: bool, max_delete: str | None, force: bool
+    deletions: int,
+    total: int,
+    *,
+    source_files: int,
+    complete: bool,
+    max_delete: str | None,
+    force: bool,
 ) -> str | None:
     """Why the deletions a plan asks for must not happen, or None when they may.
 
-    An empty or partly unreadable source looks like mass deletion; so does a share
-    above --max-delete (default: half of what is there) unless --force says so.
+    An empty source (an unmounted disk looks like one) or a partly unreadable one
+    is never trusted to delete; a share above --max-delete (default: half of what
+    is there) needs --force, as a rename of a big folder would.
     """
     if not deletions:
         return None
+    if not source_files:
+        return "the source has no files at all (is it empty or unmounted?)"
     if not complete:
         return "part of the source could not be read"
-    if deletions == total:
-        return "that would delete everything (is the source empty or unmounted?)"
     limit = delete_limit(max_delete or DEFAULT_MAX_DELETE, total)
     if deletions > limit and not force:
         return f"{deletions} of {total} would go, more than --max-delete {limit}; add --force"
@@ -1461,72 +1481,99 @@ def backup(
     scope = f"{conn.client.meta.endpoint_url}|{bucket}|{prefix}"
     entries = RecordSpool()
     extras: list[Step] = []
-    remote_total = 0
+    local_total = remote_total = 0
+
+    def local_files() -> Iterator[LocalFile]:
+        nonlocal local_total
+        for item in scan_tree(root, report, filters=filters, follow_symlinks=follow_symlinks):
+            local_total += 1
+            yield item
 
     def remote_objects() -> Iterator[RemoteObject]:
         nonlocal remote_total
         for item in list_remote(conn, bucket, prefix, missing_ok=dry_run):
-            if not filters.excludes_path(item.rel):
+            if filters.excludes_path(item.rel):
+                entries.append(_entry_of(item))  # left alone, so still part of the backup
+            else:
                 remote_total += 1
                 yield item
 
-    with StateCache(cache_path or default_cache_path(), scope, read_only=dry_run) as cache:
+    try:
+        with StateCache(cache_path or default_cache_path(), scope, read_only=dry_run) as cache:
 
-        def remember(outcome: Outcome) -> None:
-            if outcome.seen is not None:
-                cache.remember(outcome.seen)
-            if outcome.entry is not None:
-                entries.append(outcome.entry)
-            if on_outcome:
-                on_outcome(outcome)
+            def remember(outcome: Outcome) -> None:
+                if outcome.seen is not None:
+                    cache.remember(outcome.seen)
+                if outcome.entry is not None:
+                    entries.append(outcome.entry)
+                if on_outcome:
+                    on_outcome(outcome)
 
-        def keep_previous(step: Step) -> None:
-            """A file that failed keeps its previous object, which the record names."""
-            if isinstance(step.target, RemoteObject):
-                entries.append(_entry_of(step.target))
+            def keep_previous(step: Step) -> None:
+                """A file that failed keeps its previous object, which the record names."""
+                if isinstance(step.target, RemoteObject):
+                    entries.append(_entry_of(step.target))
 
-        if progress:
-            progress.count_ahead(
-                scan_tree(root, ScanReport(), filters=filters, follow_symlinks=follow_symlinks)
+            if progress:
+                progress.count_ahead(
+                    scan_tree(root, ScanReport(), filters=filters, follow_symlinks=follow_symlinks)
+                )
+            steps = plan_transfers(
+                local_files(),
+                remote_objects(),
+                known_unchanged=None if checksum else cache.cached_md5,
             )
-        steps = plan_transfers(
-            scan_tree(root, report, filters=filters, follow_symlinks=follow_symlinks),
-            remote_objects(),
-            known_unchanged=None if checksum else cache.cached_md5,
-        )
-        _execute(
-            conn,
-            _split_extras(steps, extras),
-            lambda step, transfers: _backup_step(
-                conn, transfers, bucket, prefix, step, dry_run=dry_run
-            ),
-            summary,
-            remember,
-            keep_previous,
-            progress,
-        )
-    summary.skipped = len(report.skipped)
-    summary.excluded = report.excluded
-    for path, reason in report.skipped:
-        log.info("skipped %s (%s)", printable(path), reason)
-    for path, reason in report.problems:
-        _record_failure(summary, path, reason)
-    if delete:
-        _delete_extras(
-            conn, bucket, summary, extras, remote_total, report, max_delete, force, dry_run
-        )
-    if not dry_run and (summary.transferred or summary.deleted):
-        record_run(conn, bucket, prefix, root, summary, entries)
-    entries.close()
+            _execute(
+                conn,
+                _split_extras(steps, extras),
+                lambda step, transfers: _backup_step(
+                    conn, transfers, bucket, prefix, step, dry_run=dry_run
+                ),
+                summary,
+                remember,
+                keep_previous,
+                progress,
+            )
+        summary.skipped = len(report.skipped)
+        summary.excluded = report.excluded
+        for path, reason in report.skipped:
+            log.info("skipped %s (%s)", printable(path), reason)
+        for path, reason in report.problems:
+            _record_failure(summary, path, reason)
+        deleted: set[str] = set()
+        if delete:
+            refusal = deletion_refusal(
+                len(extras),
+                remote_total,
+                source_files=local_total,
+                complete=not report.unreadable,
+                max_delete=max_delete,
+                force=force,
+            )
+            deleted = _delete_extras(conn, bucket, summary, extras, refusal, dry_run)
+        for step in extras:
+            if isinstance(step.target, RemoteObject) and step.target.key not in deleted:
+                entries.append(_entry_of(step.target))  # still in the bucket
+        if not dry_run and (summary.transferred or summary.deleted):
+            record_run(conn, bucket, prefix, root, summary, entries)
+    finally:
+        entries.close()
     summary.seconds = time.monotonic() - started
     return summary
 
 
 def _entry_of(remote: RemoteObject) -> RecordEntry:
-    """A record line for an object the run did not touch; its MD5 is the ETag when that is
-    one, else unknown (restore then checks the md5 metadata)."""
-    md5 = remote.etag if is_plain_md5(remote.etag) else ""
-    return RecordEntry(remote.rel, remote.size, md5, remote.etag, None)
+    """A record line for an object the run did not read. Its MD5 comes from the previous
+    record when written; the ETag is not trusted to be one (SSE-KMS), and where it stays
+    unknown a restore checks the object's md5 metadata instead."""
+    return RecordEntry(remote.rel, remote.size, "", remote.etag, None)
+
+
+def _refuse_deletions(summary: Summary, count: int, what: str, refusal: str | None) -> bool:
+    """Report a guard's refusal (the run then ends non-zero); True if refused."""
+    if refusal:
+        _record_failure(summary, "--delete", f"refused to delete {count} {what}: {refusal}")
+    return refusal is not None
 
 
 def _delete_extras(
@@ -1534,29 +1581,19 @@ def _delete_extras(
     bucket: str,
     summary: Summary,
     extras: list[Step],
-    remote_total: int,
-    report: ScanReport,
-    max_delete: str | None,
-    force: bool,
+    refusal: str | None,
     dry_run: bool,
-) -> None:
-    """Delete the objects whose files are gone, in batches of 1000, if the guards allow."""
-    refusal = deletion_refusal(
-        len(extras),
-        remote_total,
-        complete=not report.problems,
-        max_delete=max_delete,
-        force=force,
-    )
-    if refusal:
-        _record_failure(summary, "--delete", f"refused to delete {len(extras)} objects: {refusal}")
-        return
+) -> set[str]:
+    """Delete the objects whose files are gone, in batches of 1000; the keys deleted."""
+    if _refuse_deletions(summary, len(extras), "objects", refusal):
+        return set()
+    keys = [step.target.key for step in extras if isinstance(step.target, RemoteObject)]
     for step in extras:
         log.info("%s %s (deleted locally)", "would delete" if dry_run else "delete", step.rel)
     if dry_run:
-        summary.deleted = len(extras)
-        return
-    keys = [step.target.key for step in extras if isinstance(step.target, RemoteObject)]
+        summary.deleted = len(keys)
+        return set()
+    deleted: set[str] = set()
     for start in range(0, len(keys), 1000):
         batch = keys[start : start + 1000]
         try:
@@ -1572,7 +1609,9 @@ def _delete_extras(
         failed = {item["Key"]: item.get("Message", "") for item in response.get("Errors", [])}
         for key, message in failed.items():
             _record_failure(summary, key, f"not deleted: {message}")
-        summary.deleted += len(batch) - len(failed)
+        deleted.update(key for key in batch if key not in failed)
+    summary.deleted = len(deleted)
+    return deleted
 
 
 def printable(name: str) -> str:
@@ -1686,6 +1725,7 @@ class Progress:
         self.enabled = enabled
         self._lock = threading.Lock()
         self._counted_ahead = False
+        self._closed = False
         options: dict[str, Any] = {"disable": not enabled, "leave": False, "file": sys.stderr}
         self._files = tqdm(desc=f"{action}: files", unit=" files", total=0, position=0, **options)
         self._bytes = tqdm(
@@ -1706,6 +1746,8 @@ class Progress:
         def count() -> None:
             counted = 0
             for _ in files:
+                if self._closed:
+                    return
                 counted += 1
                 if counted % 256 == 0:
                     self._set_total(counted)
@@ -1715,6 +1757,8 @@ class Progress:
 
     def _set_total(self, total: int) -> None:
         with self._lock:
+            if self._closed:
+                return
             self._files.total = max(total, self._files.n)
             self._files.refresh()
 
@@ -1736,6 +1780,7 @@ class Progress:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._bytes.close()
             self._files.close()
 
@@ -1949,6 +1994,8 @@ def _restore_step(
 def _local_files(root: str, *, tidy: bool) -> Iterator[LocalFile]:
     """What already stands below the restore root; with `tidy`, leftovers of a killed
     restore are removed."""
+    if not os.path.isdir(root):  # a dry run into a folder that is not there yet
+        return
     for entry in scan_tree(root, ScanReport()):
         if not is_temporary_name(entry.rel.rsplit("/", 1)[-1]):
             yield entry
@@ -2017,19 +2064,10 @@ def _restore_source(
 
 
 def _delete_local_extras(
-    summary: Summary,
-    extras: list[Step],
-    local_total: int,
-    max_delete: str | None,
-    force: bool,
-    dry_run: bool,
+    summary: Summary, extras: list[Step], refusal: str | None, dry_run: bool
 ) -> None:
-    """Remove local files the restored tree does not have, if the guards allow."""
-    refusal = deletion_refusal(
-        len(extras), local_total, complete=not summary.failures, max_delete=max_delete, force=force
-    )
-    if refusal:
-        _record_failure(summary, "--delete", f"refused to delete {len(extras)} files: {refusal}")
+    """Remove local files the restored tree does not have, unless a guard refused."""
+    if _refuse_deletions(summary, len(extras), "files", refusal):
         return
     for step in extras:
         assert isinstance(step.target, LocalFile)
@@ -2087,7 +2125,7 @@ def restore(
         except OSError as error:
             raise Ass3Error(f"cannot create {root}: {error.strerror}") from error
     extras: list[Step] = []
-    local_total = 0
+    local_total = restored_total = 0
 
     def local_files() -> Iterator[LocalFile]:
         nonlocal local_total
@@ -2095,8 +2133,14 @@ def restore(
             local_total += 1
             yield entry
 
+    def restorable() -> Iterator[RemoteObject]:
+        nonlocal restored_total
+        for item in _restorable(itertools.chain([first], objects), summary):
+            restored_total += 1
+            yield item
+
     placements = _Placements()
-    steps = plan_transfers(_restorable(itertools.chain([first], objects), summary), local_files())
+    steps = plan_transfers(restorable(), local_files())
     _execute(
         conn,
         _split_extras(steps, extras),
@@ -2108,7 +2152,15 @@ def restore(
         progress=progress,
     )
     if delete:
-        _delete_local_extras(summary, extras, local_total, max_delete, force, dry_run)
+        refusal = deletion_refusal(
+            len(extras),
+            local_total,
+            source_files=restored_total,
+            complete=not summary.failures,
+            max_delete=max_delete,
+            force=force,
+        )
+        _delete_local_extras(summary, extras, refusal, dry_run)
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -2236,8 +2288,8 @@ def parse_when(text: str) -> datetime:
         if len(text) == 10:
             day = datetime.fromisoformat(text)
             moment = day.replace(hour=23, minute=59, second=59, microsecond=999999)
-        else:
-            moment = datetime.fromisoformat(text)
+        else:  # Python 3.10's fromisoformat does not read a trailing "Z"
+            moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
     except ValueError:
         raise Ass3Error(
             f"cannot read {text!r} as a date or time: use ISO 8601, "
@@ -2463,17 +2515,8 @@ def set_retention(conn: Connection, bucket: str, prefix: str, days: int) -> None
     Other lifecycle rules of the bucket are kept; this backup's rule is replaced.
     """
     rule_id = f"ass3-keep-{prefix}"[:255]
-    try:
-        rules = conn.client.get_bucket_lifecycle_configuration(Bucket=bucket, **conn.owner_args())[
-            "Rules"
-        ]
-    except ClientError as error:
-        if _error_code(error) != "NoSuchLifecycleConfiguration":
-            raise Ass3Error(
-                describe_client_error(error, "GetBucketLifecycleConfiguration", bucket)
-            ) from error
-        rules = []
-    rules = [rule for rule in rules if rule.get("ID") != rule_id]
+    with fatal_errors("GetBucketLifecycleConfiguration", bucket):
+        rules = [rule for rule in _lifecycle_rules(conn, bucket) if rule.get("ID") != rule_id]
     rules.append(
         {
             "ID": rule_id,
@@ -2488,12 +2531,23 @@ def set_retention(conn: Connection, bucket: str, prefix: str, days: int) -> None
         )
 
 
+def _lifecycle_rules(conn: Connection, bucket: str) -> list[dict[str, Any]]:
+    """The bucket's lifecycle rules; none when it has no configuration."""
+    try:
+        response = conn.client.get_bucket_lifecycle_configuration(
+            Bucket=bucket, **conn.owner_args()
+        )
+    except ClientError as error:
+        if _error_code(error) == "NoSuchLifecycleConfiguration":
+            return []
+        raise
+    return response["Rules"]
+
+
 def retention_days(conn: Connection, bucket: str) -> dict[str, int]:
     """Backup name -> days its noncurrent versions are kept, from the lifecycle rules."""
     try:
-        rules = conn.client.get_bucket_lifecycle_configuration(Bucket=bucket, **conn.owner_args())[
-            "Rules"
-        ]
+        rules = _lifecycle_rules(conn, bucket)
     except (ClientError, BotoCoreError):
         return {}
     kept = {}

@@ -73,3 +73,27 @@ def test_region_mismatch_from_the_cli_is_one_line_and_exit_2(
         "ass3Backup: error: bucket s3://some-bucket is in region ap-south-1: "
         "pass --region ap-south-1"
     ]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--endpoint-url", "notaurl"], "cannot set up the S3 client"),
+        (["--region", "bad region!"], "cannot set up the S3 client"),
+        (["--exclude", "!"], "invalid filter pattern"),
+    ],
+    ids=["endpoint", "region", "pattern"],
+)
+def test_malformed_settings_are_one_line_and_exit_2(
+    s3: Any,
+    tmp_path: Any,
+    capsys: pytest.CaptureFixture[str],
+    options: list[str],
+    message: str,
+) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "f").write_bytes(b"x")
+    code = ass3Backup.main([str(tmp_path / "data"), "--bucket", "some-bucket", *options])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]

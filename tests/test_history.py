@@ -220,29 +220,37 @@ def test_without_delete_nothing_is_deleted(
 
 
 @pytest.mark.parametrize(
-    ("deletions", "total", "complete", "max_delete", "force", "refused"),
+    ("deletions", "total", "source_files", "complete", "max_delete", "force", "refused"),
     [
-        (0, 0, False, None, False, None),
-        (1, 4, True, None, False, None),
-        (2, 4, True, None, False, None),
-        (3, 4, True, None, False, "more than --max-delete 2"),
-        (3, 4, True, None, True, None),
-        (3, 4, True, "75%", False, None),
-        (3, 4, True, "2", False, "more than --max-delete 2"),
-        (1, 4, False, None, True, "could not be read"),
-        (4, 4, True, None, True, "delete everything"),
+        (0, 0, 0, False, None, False, None),
+        (1, 4, 3, True, None, False, None),
+        (2, 4, 2, True, None, False, None),
+        (3, 4, 1, True, None, False, "more than --max-delete 2"),
+        (3, 4, 1, True, None, True, None),
+        (3, 4, 1, True, "75%", False, None),
+        (3, 4, 1, True, "2", False, "more than --max-delete 2"),
+        (1, 4, 3, False, None, True, "could not be read"),
+        (4, 4, 0, True, None, True, "no files at all"),
+        (4, 4, 4, True, None, False, "more than --max-delete 2"),
+        (4, 4, 4, True, None, True, None),  # every file renamed: allowed when forced
     ],
 )
 def test_deletion_guards(
     deletions: int,
     total: int,
+    source_files: int,
     complete: bool,
     max_delete: str | None,
     force: bool,
     refused: str | None,
 ) -> None:
     reason = s3common.deletion_refusal(
-        deletions, total, complete=complete, max_delete=max_delete, force=force
+        deletions,
+        total,
+        source_files=source_files,
+        complete=complete,
+        max_delete=max_delete,
+        force=force,
     )
     assert (reason is None) if refused is None else (refused in (reason or ""))
 
@@ -256,7 +264,7 @@ def test_empty_source_deletes_nothing(conn: Connection, s3, bucket: str, tmp_pat
         conn, str(root), bucket=bucket, prefix="data", delete=True, force=True
     )
     assert summary.deleted == 0 and summary.exit_code == s3common.EXIT_FAILURES
-    assert "delete everything" in summary.failures[0][1]
+    assert "no files at all" in summary.failures[0][1]
     assert s3.list_objects_v2(Bucket=bucket, Prefix="data/")["KeyCount"] == 2
 
 
@@ -399,3 +407,83 @@ def test_runs_and_list_as_json(
     assert ass3Restore.main(["--list", "data", "--bucket", bucket, "--json"]) == 0
     objects = json.loads(capsys.readouterr().out)["objects"]
     assert sorted(item["path"] for item in objects) == sorted(RUN_1)
+
+
+# --- found in review ----------------------------------------------------------------------
+
+
+def test_as_of_without_records_replaces_a_newer_same_size_multipart_file(
+    conn: Connection, s3, bucket: str, tmp_path: Path
+) -> None:
+    """The md5 compared must be the old version's, not the current object's."""
+    old, new = os.urandom(6 * s3common.MiB), os.urandom(6 * s3common.MiB)
+    root = tmp_path / "src"
+    set_tree(root, {"big": old})
+    back_up(conn, root, bucket)
+    time.sleep(1.1)
+    between = datetime.now(timezone.utc)
+    time.sleep(1.1)
+    set_tree(root, {"big": new})
+    back_up(conn, root, bucket)
+    for run_id in s3common.list_run_ids(conn, bucket, "data"):
+        s3.delete_object(Bucket=bucket, Key=s3common.record_key("data", run_id))
+    dest = tmp_path / "out"
+    make_tree(dest / "data", {"big": new})
+    assert restored(conn, bucket, dest, as_of=between) == {"big": old}
+
+
+def test_the_record_keeps_objects_the_run_did_not_look_at(
+    conn: Connection, s3, bucket: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "src"
+    set_tree(root, {"keep.txt": b"v1", "big/photo.raw": b"raw", "old.txt": b"old"})
+    back_up(conn, root, bucket)
+    set_tree(root, {"keep.txt": b"v2", "big/photo.raw": b"raw"})  # old.txt gone, no --delete
+    run_id = back_up(conn, root, bucket, rules=[("exclude", "big/")]).run_id
+    assert restored(conn, bucket, tmp_path / "out", run_id=run_id) == {
+        "keep.txt": b"v2",
+        "big/photo.raw": b"raw",
+        "old.txt": b"old",
+    }
+
+
+def test_a_big_file_changing_during_upload_leaves_the_previous_version_current(
+    conn: Connection, s3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "src"
+    good = os.urandom(6 * s3common.MiB)
+    set_tree(root, {"big": good})
+    back_up(conn, root, bucket)
+    (root / "big").write_bytes(os.urandom(6 * s3common.MiB))
+    monkeypatch.setattr(s3common, "_same_file_state", lambda before, after: False)
+    summary = s3common.backup(conn, str(root), bucket=bucket, prefix="data")
+    assert [reason for _, reason in summary.failures] == ["changed while being uploaded"]
+    assert s3.get_object(Bucket=bucket, Key="data/big")["Body"].read() == good
+    assert "DeleteMarkers" not in s3.list_object_versions(Bucket=bucket, Prefix="data/big")
+
+
+def test_restore_dry_run_into_a_new_folder_creates_nothing(
+    conn: Connection, s3, bucket: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "src"
+    set_tree(root, {"a": b"1"})
+    back_up(conn, root, bucket)
+    summary = s3common.restore(
+        conn, "data", bucket=bucket, destination=str(tmp_path / "new"), dry_run=True
+    )
+    assert summary.transferred == 1
+    assert not (tmp_path / "new").exists()
+
+
+def test_renaming_every_file_is_allowed_with_force(
+    conn: Connection, s3, bucket: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "src"
+    set_tree(root, {"old/a": b"1", "old/b": b"2"})
+    back_up(conn, root, bucket)
+    set_tree(root, {"new/a": b"1", "new/b": b"2"})
+    refused = s3common.backup(conn, str(root), bucket=bucket, prefix="data", delete=True)
+    assert refused.deleted == 0 and "--max-delete" in refused.failures[0][1]
+    forced = back_up(conn, root, bucket, delete=True, force=True)
+    assert forced.deleted == 2
+    assert restored(conn, bucket, tmp_path / "out") == {"new/a": b"1", "new/b": b"2"}

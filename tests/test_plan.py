@@ -239,7 +239,8 @@ def test_a_safe_key_never_leaves_the_destination(segments: list[str]) -> None:
 
 def test_backup_name_rules() -> None:
     assert s3common.normalize_prefix("photos/") == "photos"
-    assert s3common.normalize_prefix("hosts/web1") == "hosts/web1"
+    with pytest.raises(s3common.Ass3Error, match="one name without '/'"):
+        s3common.normalize_prefix("hosts/web1")  # it would overlap a backup named "hosts"
     assert s3common.default_prefix("/data/testingObjects/") == "testingObjects"
     for bad in ("..", ".ass3", ".ass3/runs", "a/../b", ""):
         with pytest.raises(s3common.Ass3Error):
