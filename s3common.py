@@ -2714,7 +2714,9 @@ def add_deletion_arguments(parser: argparse.ArgumentParser, what: str) -> None:
         "--max-delete",
         type=max_delete_spec,
         metavar="N|N%",
-        help=f"with --delete, refuse to delete more than this (default {DEFAULT_MAX_DELETE})",
+        # argparse %-formats help texts: the default's "%" must be doubled.
+        help="with --delete, refuse to delete more than this "
+        f"(default {DEFAULT_MAX_DELETE.replace('%', '%%')})",
     )
     group.add_argument(
         "--force", action="store_true", help="with --delete, allow more than --max-delete"

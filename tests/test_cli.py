@@ -263,3 +263,12 @@ def test_one_failing_file_exits_1_and_the_others_are_uploaded(
     assert "failed 1 " in captured.out
     listed = s3.list_objects_v2(Bucket=bucket, Prefix="data/")["Contents"]
     assert sorted(item["Key"] for item in listed) == ["data/a.txt", "data/sub/b.txt"]
+
+
+@pytest.mark.parametrize("script", sorted(MAINS))
+def test_help_prints_and_exits_0(script: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        MAINS[script](["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ") and "--max-delete" in out and "default 50%" in out
