@@ -1705,7 +1705,8 @@ def _record(
     if result.transferred:
         summary.transferred += 1
         summary.transferred_bytes += result.size
-        log.info("%s (%s)", printable(result.rel), result.reason)
+        would = f"{summary.action} " if summary.action.startswith("would") else ""
+        log.info("%s%s (%s)", would, printable(result.rel), result.reason)
     else:
         summary.unchanged += 1
     if on_outcome:
