@@ -83,6 +83,7 @@ NEW = "new"
 SIZE_CHANGED = "size changed"
 CONTENT_CHANGED = "content changed"
 SAME_SIZE = "same size"  # sizes match: the content must be compared before deciding
+METADATA_CHANGED = "metadata changed"  # same content, new mode or mtime: object rewritten in S3
 UNCHANGED = "unchanged"  # the state cache vouches for it: nothing to read or send
 EXTRA = "extra"  # only the target has it: deleted with --delete, else left alone
 
@@ -208,6 +209,7 @@ class Summary:
     skipped: int = 0
     excluded: int = 0
     deleted: int = 0
+    metadata_updated: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     requests: Counter[str] = field(default_factory=Counter)
     read_bytes: int = 0
@@ -229,6 +231,7 @@ class Summary:
             "skipped": self.skipped,
             "excluded": self.excluded,
             "deleted": self.deleted,
+            "metadata_updated": self.metadata_updated,
             "failed": len(self.failures),
             "failures": [{"path": path, "reason": reason} for path, reason in self.failures],
             "read_bytes": self.read_bytes,
@@ -246,6 +249,7 @@ class Summary:
             f"({human_bytes(self.transferred_bytes)}), "
             f"unchanged {self.unchanged}, skipped {self.skipped}, "
             + (f"excluded {self.excluded}, " if self.excluded else "")
+            + (f"metadata updated {self.metadata_updated}, " if self.metadata_updated else "")
             + (f"deleted {self.deleted}, " if self.deleted else "")
             + f"failed {len(self.failures)} "
             f"in {self.seconds:.1f}s ({requests} requests, {human_bytes(self.read_bytes)} read)"
@@ -1275,6 +1279,7 @@ class Outcome:
     read_bytes: int = 0
     seen: Seen | None = None
     entry: RecordEntry | None = None
+    metadata_updated: bool = False
 
 
 def _metadata(digest: FileDigest, st: os.stat_result) -> dict[str, str]:
@@ -1356,6 +1361,18 @@ def _backup_step(
             digest = local_checksum(fileobj, conn.part_size_for(local.size))
         read_bytes = snapshot.size
         if content_matches(conn, bucket, remote, digest):
+            if not dry_run and metadata_may_have_changed(snapshot, remote):
+                updated = _refresh_metadata(conn, bucket, remote, snapshot, digest)
+                if updated is not None:
+                    return Outcome(
+                        step.rel,
+                        transferred=False,
+                        size=local.size,
+                        reason=METADATA_CHANGED,
+                        read_bytes=read_bytes,
+                        entry=updated,
+                        metadata_updated=True,
+                    )
             seen = Seen(snapshot, digest.md5, remote.etag)
             entry = RecordEntry(step.rel, remote.size, digest.md5, remote.etag, None)
             return Outcome(
@@ -1390,6 +1407,66 @@ def _backup_step(
         seen=seen,
         entry=entry,
     )
+
+
+MAX_COPY_BYTES = 5 * 1024 * MiB  # the largest object one CopyObject can rewrite
+
+
+def metadata_may_have_changed(local: LocalFile, remote: RemoteObject) -> bool:
+    """Whether the file's inode changed after its object was written (chmod, touch).
+
+    ctime moves with any change of mode or mtime. LastModified has one-second
+    resolution, so only a ctime a full second past it counts: a chmod within the
+    second of the upload, or hidden by a clock ahead of S3's, is not seen.
+    """
+    written_ns = int(remote.last_modified.timestamp()) * 1_000_000_000
+    return local.ctime_ns >= written_ns + 1_000_000_000
+
+
+def _refresh_metadata(
+    conn: Connection,
+    bucket: str,
+    remote: RemoteObject,
+    snapshot: LocalFile,
+    digest: FileDigest,
+) -> RecordEntry | None:
+    """Bring the object's mtime and mode metadata up to the file's, by a server-side copy
+    onto itself (no data sent); the record line of the result, or None if already current.
+
+    The storage class and encryption the object has are kept, unless options set them.
+    """
+    owner = conn.owner_args()
+    head = conn.client.head_object(Bucket=bucket, Key=remote.key, **owner)
+    metadata = head.get("Metadata", {})
+    wanted = {
+        META_MD5: digest.md5,
+        META_MTIME: str(snapshot.mtime_ns),
+        META_MODE: format(snapshot.mode, "o"),
+    }
+    if all(metadata.get(name) == value for name, value in wanted.items()):
+        return None
+    if remote.size > MAX_COPY_BYTES:
+        log.warning("warning: %s: mode/mtime changed, not updated (over 5 GiB)", remote.key)
+        return None
+    kept = {
+        name: head[name]
+        for name in ("StorageClass", "ServerSideEncryption", "SSEKMSKeyId")
+        if head.get(name)
+    }
+    source_owner = {"ExpectedSourceBucketOwner": owner["ExpectedBucketOwner"]} if owner else {}
+    response = conn.client.copy_object(
+        Bucket=bucket,
+        Key=remote.key,
+        CopySource={"Bucket": bucket, "Key": remote.key},
+        CopySourceIfMatch=head["ETag"],
+        MetadataDirective="REPLACE",
+        Metadata={**metadata, **wanted},
+        **{**kept, **conn.storage.upload_args()},
+        **owner,
+        **source_owner,
+    )
+    etag = response.get("CopyObjectResult", {}).get("ETag", head["ETag"]).strip('"')
+    return RecordEntry(remote.rel, remote.size, digest.md5, etag, response.get("VersionId"))
 
 
 def deletion_refusal(
@@ -1554,7 +1631,7 @@ def backup(
         for step in extras:
             if isinstance(step.target, RemoteObject) and step.target.key not in deleted:
                 entries.append(_entry_of(step.target))  # still in the bucket
-        if not dry_run and (summary.transferred or summary.deleted):
+        if not dry_run and (summary.transferred or summary.deleted or summary.metadata_updated):
             record_run(conn, bucket, prefix, root, summary, entries)
     finally:
         entries.close()
@@ -1707,6 +1784,9 @@ def _record(
         summary.transferred_bytes += result.size
         would = f"{summary.action} " if summary.action.startswith("would") else ""
         log.info("%s%s (%s)", would, printable(result.rel), result.reason)
+    elif result.metadata_updated:
+        summary.metadata_updated += 1
+        log.info("%s (%s)", printable(result.rel), result.reason)
     else:
         summary.unchanged += 1
     if on_outcome:

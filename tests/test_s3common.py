@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import boto3
@@ -364,3 +365,28 @@ def test_small_puts_skip_the_100_continue_round_trip(
     assert backup(conn, root, bucket).transferred == 2
     assert expect["PutObject"] == {None}
     assert expect["UploadPart"] == {"100-continue"}
+
+
+def test_a_chmod_or_touch_alone_updates_the_objects_metadata_without_upload(
+    conn: Connection, s3, bucket: str, tmp_path: Path
+) -> None:
+    """Same content, new mode or mtime: a server-side copy rewrites the metadata."""
+    root = make_tree(tmp_path / "src", {"script.sh": b"#!/bin/sh\n", "data": b"1234", "x": b"y"})
+    conn.storage = s3common.StorageOptions(storage_class="STANDARD_IA")
+    backup(conn, root, bucket)
+    conn.storage = s3common.StorageOptions()
+    time.sleep(1.1)  # LastModified has one-second resolution
+    os.chmod(root / "script.sh", 0o755)
+    os.utime(root / "data", ns=(10**18, 10**18))
+    calls = count_calls(conn.client)
+    summary = backup(conn, root, bucket)
+    assert (summary.transferred, summary.metadata_updated, summary.unchanged) == (0, 2, 1)
+    assert calls["PutObject"] == 1 and calls["CopyObject"] == 2  # 1 Put: the run record
+    assert calls["HeadObject"] == 2  # only the two changed files, never the untouched one
+    head = s3.head_object(Bucket=bucket, Key="data/script.sh")
+    assert head["Metadata"]["mode"] == "755" and head["StorageClass"] == "STANDARD_IA"
+    restore(conn, tmp_path / "out", bucket)
+    assert os.stat(tmp_path / "out/data/script.sh").st_mode & 0o777 == 0o755
+    assert os.stat(tmp_path / "out/data/data").st_mtime_ns == 10**18
+    again = backup(conn, root, bucket)
+    assert (again.metadata_updated, again.unchanged) == (0, 3)
