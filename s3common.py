@@ -1336,6 +1336,39 @@ def _upload_once(
     return Seen(snapshot, digest.md5, etag or multipart_etag(digest.part_md5s)), version_id
 
 
+def _matched(
+    conn: Connection,
+    bucket: str,
+    remote: RemoteObject,
+    snapshot: LocalFile,
+    digest: FileDigest,
+    *,
+    dry_run: bool,
+) -> Outcome:
+    """The file's content is its object's: rewrite the object's metadata if the file's
+    mode or mtime moved, else nothing to do."""
+    if not dry_run and metadata_may_have_changed(snapshot, remote):
+        updated = _refresh_metadata(conn, bucket, remote, snapshot, digest)
+        if updated is not None:
+            return Outcome(
+                snapshot.rel,
+                transferred=False,
+                size=snapshot.size,
+                reason=METADATA_CHANGED,
+                read_bytes=snapshot.size,
+                entry=updated,
+                metadata_updated=True,
+            )
+    return Outcome(
+        snapshot.rel,
+        transferred=False,
+        size=snapshot.size,
+        read_bytes=snapshot.size,
+        seen=Seen(snapshot, digest.md5, remote.etag),
+        entry=RecordEntry(snapshot.rel, remote.size, digest.md5, remote.etag, None),
+    )
+
+
 def _backup_step(
     conn: Connection,
     transfers: TransferManager,
@@ -1361,28 +1394,7 @@ def _backup_step(
             digest = local_checksum(fileobj, conn.part_size_for(local.size))
         read_bytes = snapshot.size
         if content_matches(conn, bucket, remote, digest):
-            if not dry_run and metadata_may_have_changed(snapshot, remote):
-                updated = _refresh_metadata(conn, bucket, remote, snapshot, digest)
-                if updated is not None:
-                    return Outcome(
-                        step.rel,
-                        transferred=False,
-                        size=local.size,
-                        reason=METADATA_CHANGED,
-                        read_bytes=read_bytes,
-                        entry=updated,
-                        metadata_updated=True,
-                    )
-            seen = Seen(snapshot, digest.md5, remote.etag)
-            entry = RecordEntry(step.rel, remote.size, digest.md5, remote.etag, None)
-            return Outcome(
-                step.rel,
-                transferred=False,
-                size=local.size,
-                read_bytes=read_bytes,
-                seen=seen,
-                entry=entry,
-            )
+            return _matched(conn, bucket, remote, snapshot, digest, dry_run=dry_run)
         reason = CONTENT_CHANGED
     key = f"{prefix}/{local.rel}"
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
