@@ -17,7 +17,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -463,6 +463,15 @@ def test_disk_full_on_one_folder_fails_its_files_only(
 # --- 7: Ctrl-C in the middle of a multipart upload --------------------------------------------
 
 
+@pytest.fixture
+def sigint_raises() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt here as at a terminal, even when the test run
+    started with SIGINT ignored (a background job of a non-interactive shell does)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def ctrl_c(request: Any) -> None:
     """Deliver SIGINT to the main thread, as a terminal's Ctrl-C does, then let the part go.
 
@@ -472,6 +481,7 @@ def ctrl_c(request: Any) -> None:
     time.sleep(0.2)
 
 
+@pytest.mark.usefixtures("sigint_raises")
 def test_ctrl_c_during_multipart_upload_aborts_it(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -484,6 +494,7 @@ def test_ctrl_c_during_multipart_upload_aborts_it(
     assert object_count(s3, bucket) == 0
 
 
+@pytest.mark.usefixtures("sigint_raises")
 def test_ctrl_c_in_the_script_exits_130_with_one_line(
     conn: Connection,
     s3,
@@ -514,6 +525,8 @@ def server(moto_endpoint: str) -> Any:
 
 
 def start_script(script: str, *args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen:
+    """Start a script as a user's terminal would: with Ctrl-C (SIGINT) not ignored, even
+    when this test run was started as a background job, which inherits SIGINT ignored."""
     return subprocess.Popen(
         [sys.executable, str(PROJECT / script), *args],
         env=env,
@@ -521,6 +534,7 @@ def start_script(script: str, *args: str, env: dict[str, str], cwd: Path) -> sub
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
