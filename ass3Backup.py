@@ -88,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             s3common.normalize_prefix(args.prefix) if args.prefix else s3common.default_prefix(root)
         )
         conn, bucket = s3common.connect(args)
-        progress = s3common.progress_for(args, "backup")
-        try:
+        with s3common.progress_for(args, "backup") as progress:
             summary = s3common.backup(
                 conn,
                 root,
@@ -104,8 +103,6 @@ def main(argv: list[str] | None = None) -> int:
                 follow_symlinks=args.follow_symlinks,
                 progress=progress,
             )
-        finally:
-            progress.close()
         if args.keep_days and not args.dry_run:
             s3common.set_retention(conn, bucket, prefix, args.keep_days)
             if not (args.quiet or args.json):

@@ -50,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             return s3common.print_listing(args, conn, bucket, args.list or args.name)
         if args.runs:
             return s3common.print_runs(args, conn, bucket, args.name)
-        progress = s3common.progress_for(args, "restore")
-        try:
+        with s3common.progress_for(args, "restore") as progress:
             summary = s3common.restore(
                 conn,
                 args.name,
@@ -65,8 +64,6 @@ def main(argv: list[str] | None = None) -> int:
                 dry_run=args.dry_run,
                 progress=progress,
             )
-        finally:
-            progress.close()
         name = args.name.strip("/")
         method = f"restoring {summary.method}\n" if summary.method else ""
         line = f"{method}s3://{bucket}/{name}/ -> {args.dest}: {summary.line()}"

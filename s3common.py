@@ -32,7 +32,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_c
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Generic, TypeVar
 
 import boto3
 import pathspec
@@ -57,6 +57,7 @@ from s3transfer.utils import ChunksizeAdjuster
 from tqdm import tqdm
 
 log = logging.getLogger("ass3")
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_FAILURES = 1
@@ -1525,6 +1526,20 @@ def max_delete_spec(text: str) -> str:
     return text
 
 
+class Counted(Generic[T]):
+    """A stream passed on unchanged, counting its items: the deletion guards need the
+    sizes of both sides, which are only known once the streams have been read."""
+
+    def __init__(self, items: Iterable[T]) -> None:
+        self._items = items
+        self.count = 0
+
+    def __iter__(self) -> Iterator[T]:
+        for item in self._items:
+            self.count += 1
+            yield item
+
+
 def _split_extras(steps: Iterable[Step], extras: list[Step]) -> Iterator[Step]:
     """Pass on the steps to transfer; keep the targets' extra entries aside."""
     for step in steps:
@@ -1570,22 +1585,16 @@ def backup(
     scope = f"{conn.client.meta.endpoint_url}|{bucket}|{prefix}"
     entries = RecordSpool()
     extras: list[Step] = []
-    local_total = remote_total = 0
-
-    def local_files() -> Iterator[LocalFile]:
-        nonlocal local_total
-        for item in scan_tree(root, report, filters=filters, follow_symlinks=follow_symlinks):
-            local_total += 1
-            yield item
 
     def remote_objects() -> Iterator[RemoteObject]:
-        nonlocal remote_total
         for item in list_remote(conn, bucket, prefix, missing_ok=dry_run):
             if filters.excludes_path(item.rel):
                 entries.append(_entry_of(item))  # left alone, so still part of the backup
             else:
-                remote_total += 1
                 yield item
+
+    local_files = Counted(scan_tree(root, report, filters=filters, follow_symlinks=follow_symlinks))
+    remote = Counted(remote_objects())
 
     try:
         with StateCache(cache_path or default_cache_path(), scope, read_only=dry_run) as cache:
@@ -1608,8 +1617,8 @@ def backup(
                     scan_tree(root, ScanReport(), filters=filters, follow_symlinks=follow_symlinks)
                 )
             steps = plan_transfers(
-                local_files(),
-                remote_objects(),
+                local_files,
+                remote,
                 known_unchanged=None if checksum else cache.cached_md5,
             )
             _execute(
@@ -1633,8 +1642,8 @@ def backup(
         if delete:
             refusal = deletion_refusal(
                 len(extras),
-                remote_total,
-                source_files=local_total,
+                remote.count,
+                source_files=local_files.count,
                 complete=not report.unreadable,
                 max_delete=max_delete,
                 force=force,
@@ -1870,6 +1879,12 @@ class Progress:
     def failed(self, step: Step) -> None:
         with self._lock:
             self._files.update(1)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def close(self) -> None:
         with self._lock:
@@ -2218,22 +2233,10 @@ def restore(
         except OSError as error:
             raise Ass3Error(f"cannot create {root}: {error.strerror}") from error
     extras: list[Step] = []
-    local_total = restored_total = 0
-
-    def local_files() -> Iterator[LocalFile]:
-        nonlocal local_total
-        for entry in _local_files(root, tidy=not dry_run):
-            local_total += 1
-            yield entry
-
-    def restorable() -> Iterator[RemoteObject]:
-        nonlocal restored_total
-        for item in _restorable(itertools.chain([first], objects), summary):
-            restored_total += 1
-            yield item
-
+    local_files = Counted(_local_files(root, tidy=not dry_run))
+    restorable = Counted(_restorable(itertools.chain([first], objects), summary))
     placements = _Placements()
-    steps = plan_transfers(restorable(), local_files())
+    steps = plan_transfers(restorable, local_files)
     _execute(
         conn,
         _split_extras(steps, extras),
@@ -2247,8 +2250,8 @@ def restore(
     if delete:
         refusal = deletion_refusal(
             len(extras),
-            local_total,
-            source_files=restored_total,
+            local_files.count,
+            source_files=restorable.count,
             complete=not summary.failures,
             max_delete=max_delete,
             force=force,
