@@ -14,6 +14,7 @@ from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
 import s3common
+from ass3 import connection
 
 # Small enough that a test file of a few MiB goes multipart (S3's minimum part is 5 MiB).
 TEST_PART_SIZE = 5 * s3common.MiB
@@ -98,13 +99,13 @@ def hook(monkeypatch: pytest.MonkeyPatch) -> Hook:
     client is made.
     """
     handlers: list[tuple[str, Callable[..., Any]]] = []
-    make_client = s3common.Connection._client
+    make_client = connection.Connection._client
 
-    def client_with_handlers(self: s3common.Connection, service: str) -> Any:
+    def client_with_handlers(self: connection.Connection, service: str) -> Any:
         client = make_client(self, service)
         for event, handler in handlers:
             client.meta.events.register_first(event, handler)
         return client
 
-    monkeypatch.setattr(s3common.Connection, "_client", client_with_handlers)
+    monkeypatch.setattr(connection.Connection, "_client", client_with_handlers)
     return lambda event, handler: handlers.append((event, handler))

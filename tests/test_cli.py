@@ -12,7 +12,6 @@ from helpers import Hook, make_tree, run_script
 
 import ass3Backup
 import ass3Restore
-import s3common
 
 MAINS: dict[str, Callable[[list[str]], int]] = {
     "backup": ass3Backup.main,
@@ -226,7 +225,9 @@ def test_restore_from_unknown_bucket_exits_2(
 
 
 @pytest.mark.usefixtures("s3")
-@pytest.mark.parametrize(("script", "step"), [("backup", "scan_tree"), ("restore", "list_remote")])
+@pytest.mark.parametrize(
+    ("script", "step"), [("backup", "ass3.scan.scan_tree"), ("restore", "ass3.remote.list_remote")]
+)
 def test_ctrl_c_exits_130(
     data: Path,
     bucket: str,
@@ -238,7 +239,7 @@ def test_ctrl_c_exits_130(
     def interrupt(*_: Any, **__: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(s3common, step, interrupt)
+    monkeypatch.setattr(step, interrupt)
     assert MAINS[script](argv(script, data, "--bucket", bucket)) == 130
     assert error_line(capsys.readouterr().err) == f"ass3{script.title()}: interrupted"
 

@@ -65,7 +65,7 @@ def test_region_mismatch_from_the_cli_is_one_line_and_exit_2(
         client.meta.events.register_first("before-call.s3.ListObjectsV2", redirect)
         return client
 
-    monkeypatch.setattr(s3common.Connection, "_client", wrong_region)
+    monkeypatch.setattr("ass3.connection.Connection._client", wrong_region)
     code = ass3Backup.main([str(tmp_path / "data"), "--bucket", "some-bucket"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2

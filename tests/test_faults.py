@@ -505,7 +505,7 @@ def test_ctrl_c_in_the_script_exits_130_with_one_line(
 ) -> None:
     root = make_tree(tmp_path / "src", {"big.bin": os.urandom(BIG)})
     inject(conn, "UploadPart", Fault(ctrl_c, times=1))
-    monkeypatch.setattr(s3common, "connect", lambda args: (conn, bucket))
+    monkeypatch.setattr("ass3.cli.Connection", lambda **_: conn)
     assert ass3Backup.main([str(root), "--bucket", bucket]) == s3common.EXIT_INTERRUPTED
     captured = capsys.readouterr()
     assert captured.err.splitlines() == ["ass3Backup: interrupted"]

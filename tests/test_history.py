@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 from helpers import count_calls, make_tree, read_tree
 
 import s3common
@@ -96,7 +97,7 @@ def test_two_runs_in_the_same_second_are_told_apart(
         def now(cls, tz: object = None) -> datetime:  # type: ignore[override]
             return frozen
 
-    monkeypatch.setattr(s3common, "datetime", FrozenClock)
+    monkeypatch.setattr("ass3.records.datetime", FrozenClock)
     root = tmp_path / "src"
     set_tree(root, {"f": b"first"})
     first = back_up(conn, root, bucket).run_id
@@ -121,7 +122,7 @@ def test_an_interrupted_run_leaves_no_record_and_the_last_run_restorable(
     def killed(*_: object, **__: object) -> None:
         raise KeyboardInterrupt  # between the last upload and the record
 
-    monkeypatch.setattr(s3common, "record_run", killed)
+    monkeypatch.setattr("ass3.history.record_run", killed)
     set_tree(root, RUN_2)
     with pytest.raises(KeyboardInterrupt):
         s3common.backup(conn, str(root), bucket=bucket, prefix="data")
@@ -373,7 +374,7 @@ def test_a_file_that_failed_keeps_its_previous_version_in_the_record(
 
     def refuse_b(params: dict[str, object], **_: object) -> None:
         if str(params["Key"]).endswith("/b"):
-            raise s3common.ClientError({"Error": {"Code": "InternalError"}}, "PutObject")
+            raise ClientError({"Error": {"Code": "InternalError"}}, "PutObject")
 
     conn.client.meta.events.register_first("before-parameter-build.s3.PutObject", refuse_b)
     summary = s3common.backup(conn, str(root), bucket=bucket, prefix="data")
@@ -455,7 +456,7 @@ def test_a_big_file_changing_during_upload_leaves_the_previous_version_current(
     set_tree(root, {"big": good})
     back_up(conn, root, bucket)
     (root / "big").write_bytes(os.urandom(6 * s3common.MiB))
-    monkeypatch.setattr(s3common, "_same_file_state", lambda before, after: False)
+    monkeypatch.setattr("ass3.files.same_file_state", lambda before, after: False)
     summary = s3common.backup(conn, str(root), bucket=bucket, prefix="data")
     assert [reason for _, reason in summary.failures] == ["changed while being uploaded"]
     assert s3.get_object(Bucket=bucket, Key="data/big")["Body"].read() == good

@@ -155,7 +155,7 @@ def test_local_checksum_parts_match_s3_arithmetic(
     size: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = bytes(range(256)) * (size // 256) + bytes(size % 256)
-    monkeypatch.setattr(s3common, "READ_CHUNK", 100)  # part boundaries fall inside chunks
+    monkeypatch.setattr("ass3.files.READ_CHUNK", 100)  # part boundaries fall inside chunks
     digest = s3common.local_checksum(io.BytesIO(data), 1024)
     parts = [data[i : i + 1024] for i in range(0, len(data), 1024)] or [b""]
     assert digest.md5 == hashlib.md5(data).hexdigest()

@@ -10,6 +10,7 @@ import pytest
 from helpers import make_tree, read_tree
 
 import s3common
+from ass3.files import Placements
 from s3common import Connection
 
 HOSTILE_KEYS = {
@@ -124,7 +125,7 @@ def test_two_keys_folding_to_one_file_are_reported(tmp_path: Path) -> None:
 
     Linux test machines do not fold, so a hard link stands in for the folded name.
     """
-    placements = s3common._Placements()
+    placements = Placements()
     first, second = tmp_path / "t1", tmp_path / "t2"
     first.write_bytes(b"upper")
     second.write_bytes(b"lower")

@@ -1,0 +1,1 @@
+"""ass3: back up a directory tree to S3 and restore it. `s3common` is the map."""

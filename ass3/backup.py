@@ -1,0 +1,247 @@
+"""The backup: walk DIR, list the backup's objects, plan, upload, delete, record the run.
+
+`backup()` reads as the sequence of its stages; `_BackupRun` holds what they share
+(the summary, the run record being spooled, the scan report), so each stage is a
+method of a few lines instead of a closure over the whole run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+from s3transfer.manager import TransferManager
+
+from ass3 import history, scan
+from ass3.cache import StateCache, default_cache_path
+from ass3.connection import Connection
+from ass3.executor import Counted, execute
+from ass3.model import LocalFile, Outcome, RecordEntry, RemoteObject, Step, Summary, printable
+from ass3.plan import deletion_refusal, plan_transfers, split_extras
+from ass3.progress import Progress
+from ass3.records import RecordSpool
+from ass3.remote import ensure_bucket, list_remote
+from ass3.s3errors import TRANSFER_ERRORS, describe_client_error
+from ass3.upload import backup_step
+
+log = logging.getLogger("ass3")
+
+
+def backup(
+    conn: Connection,
+    directory: str,
+    *,
+    bucket: str,
+    prefix: str,
+    checksum: bool = False,
+    delete: bool = False,
+    max_delete: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    rules: Iterable[tuple[str, str]] = (),
+    follow_symlinks: bool = False,
+    cache_path: str | None = None,
+    progress: Progress | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> Summary:
+    """Upload every new or changed regular file under `directory` to s3://bucket/prefix/.
+
+    The state cache spares reading files it can vouch for; `checksum` re-reads all.
+    With `delete`, objects whose files are gone are deleted, within the guards of
+    `deletion_refusal`. A run that changed anything ends by writing its run record.
+    `dry_run` reports what would happen and writes nothing, in S3 or on disk. `rules`
+    are ("exclude" | "include", pattern) pairs (see `Filters`); objects they leave
+    out are neither compared nor deleted.
+    """
+    started = time.monotonic()
+    root = scan.check_directory(directory)
+    filters = scan.Filters.for_backup(root, rules)
+    run = _BackupRun(conn, root, bucket, prefix, filters, dry_run=dry_run, on_outcome=on_outcome)
+    with conn.counting(run.summary.requests), run.record:
+        if not dry_run:
+            ensure_bucket(conn, bucket)
+        cache_file = cache_path or default_cache_path()
+        with StateCache(cache_file, run.scope, read_only=dry_run) as cache:
+            extras = run.transfer(
+                cache, checksum=checksum, follow_symlinks=follow_symlinks, progress=progress
+            )
+        run.report_scan()
+        deleted = run.delete(extras, max_delete=max_delete, force=force) if delete else set()
+        run.keep_in_record(extras, deleted)
+        if run.changed_anything:
+            history.record_run(conn, bucket, prefix, root, run.summary, run.record)
+    run.summary.seconds = time.monotonic() - started
+    return run.summary
+
+
+class _BackupRun:
+    """The state one backup run shares between its stages."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        root: str,
+        bucket: str,
+        prefix: str,
+        filters: scan.Filters,
+        *,
+        dry_run: bool,
+        on_outcome: Callable[[Outcome], None] | None,
+    ) -> None:
+        self.conn = conn
+        self.root = root
+        self.bucket = bucket
+        self.prefix = prefix
+        self.filters = filters
+        self.dry_run = dry_run
+        self.on_outcome = on_outcome
+        self.summary = Summary("would upload" if dry_run else "uploaded")
+        self.scope = f"{conn.client.meta.endpoint_url}|{bucket}|{prefix}"
+        self.report = scan.ScanReport()
+        self.record = RecordSpool()  # the run record's lines, in key order of arrival
+        self.cache: StateCache | None = None
+        self.local_files: Counted[LocalFile] = Counted(())
+        self.remote: Counted[RemoteObject] = Counted(())
+
+    def transfer(
+        self,
+        cache: StateCache,
+        *,
+        checksum: bool,
+        follow_symlinks: bool,
+        progress: Progress | None,
+    ) -> list[Step]:
+        """Plan the walk against the listing and carry the plan out; the steps left
+        over are the objects whose files are gone."""
+        self.cache = cache
+        walk = scan.scan_tree(
+            self.root, self.report, filters=self.filters, follow_symlinks=follow_symlinks
+        )
+        self.local_files = Counted(walk)
+        self.remote = Counted(self._remote_objects())
+        if progress:
+            progress.count_ahead(
+                scan.scan_tree(
+                    self.root,
+                    scan.ScanReport(),
+                    filters=self.filters,
+                    follow_symlinks=follow_symlinks,
+                )
+            )
+        steps = plan_transfers(
+            self.local_files, self.remote, known_unchanged=None if checksum else cache.cached_md5
+        )
+        extras: list[Step] = []
+        execute(
+            self.conn,
+            split_extras(steps, extras),
+            self._step,
+            self.summary,
+            self._finished,
+            self._failed,
+            progress,
+        )
+        return extras
+
+    def _remote_objects(self) -> Iterator[RemoteObject]:
+        """The backup's objects; those the filters leave out stay, untouched, in the record."""
+        listing = list_remote(self.conn, self.bucket, self.prefix, missing_ok=self.dry_run)
+        for item in listing:
+            if self.filters.excludes_path(item.rel):
+                self.record.append(_entry_of(item))
+            else:
+                yield item
+
+    def _step(self, step: Step, transfers: TransferManager) -> Outcome:
+        return backup_step(
+            self.conn, transfers, self.bucket, self.prefix, step, dry_run=self.dry_run
+        )
+
+    def _finished(self, outcome: Outcome) -> None:
+        if outcome.seen is not None and self.cache is not None:
+            self.cache.remember(outcome.seen)
+        if outcome.entry is not None:
+            self.record.append(outcome.entry)
+        if self.on_outcome:
+            self.on_outcome(outcome)
+
+    def _failed(self, step: Step) -> None:
+        """A file that failed keeps its previous object, which the record names."""
+        if isinstance(step.target, RemoteObject):
+            self.record.append(_entry_of(step.target))
+
+    def report_scan(self) -> None:
+        """What the walk skipped or could not read goes into the summary."""
+        self.summary.skipped = len(self.report.skipped)
+        self.summary.excluded = self.report.excluded
+        for path, reason in self.report.skipped:
+            log.info("skipped %s (%s)", printable(path), reason)
+        for path, reason in self.report.problems:
+            self.summary.fail(path, reason)
+
+    def delete(self, extras: list[Step], *, max_delete: str | None, force: bool) -> set[str]:
+        """Delete the objects whose files are gone, unless a guard refuses; the keys deleted."""
+        refusal = deletion_refusal(
+            len(extras),
+            self.remote.count,
+            source_files=self.local_files.count,
+            complete=not self.report.unreadable,
+            max_delete=max_delete,
+            force=force,
+        )
+        if self.summary.refuse_deletions(len(extras), "objects", refusal):
+            return set()
+        for step in extras:
+            verb = "would delete" if self.dry_run else "delete"
+            log.info("%s %s (deleted locally)", verb, printable(step.rel))
+        keys = [step.target.key for step in extras if isinstance(step.target, RemoteObject)]
+        if self.dry_run:
+            self.summary.deleted = len(keys)
+            return set()
+        deleted = _delete_objects(self.conn, self.bucket, keys, self.summary)
+        self.summary.deleted = len(deleted)
+        return deleted
+
+    def keep_in_record(self, extras: list[Step], deleted: set[str]) -> None:
+        """Objects whose files are gone but that were not deleted are still in the backup."""
+        for step in extras:
+            if isinstance(step.target, RemoteObject) and step.target.key not in deleted:
+                self.record.append(_entry_of(step.target))
+
+    @property
+    def changed_anything(self) -> bool:
+        """Whether this run needs a run record of its own: a dry run never does."""
+        summary = self.summary
+        return not self.dry_run and bool(
+            summary.transferred or summary.deleted or summary.metadata_updated
+        )
+
+
+def _entry_of(remote: RemoteObject) -> RecordEntry:
+    """A record line for an object the run did not read. Its MD5 comes from the previous
+    record when written; the ETag is not trusted to be one (SSE-KMS), and where it stays
+    unknown a restore checks the object's md5 metadata instead."""
+    return RecordEntry(remote.rel, remote.size, "", remote.etag, None)
+
+
+def _delete_objects(conn: Connection, bucket: str, keys: list[str], summary: Summary) -> set[str]:
+    """DeleteObjects in batches of 1000 (the most one request takes); the keys deleted."""
+    deleted: set[str] = set()
+    for start in range(0, len(keys), 1000):
+        batch = keys[start : start + 1000]
+        try:
+            response = conn.client.delete_objects(
+                Bucket=bucket,
+                Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
+                **conn.owner_args(),
+            )
+        except TRANSFER_ERRORS as error:
+            for key in batch:
+                summary.fail(key, describe_client_error(error, "DeleteObjects", bucket))
+            continue
+        failed = {item["Key"]: item.get("Message", "") for item in response.get("Errors", [])}
+        for key, message in failed.items():
+            summary.fail(key, f"not deleted: {message}")
+        deleted.update(key for key in batch if key not in failed)
+    return deleted

@@ -1,0 +1,231 @@
+"""The connection to S3: one boto3 session and client shared by all threads, its
+retry and checksum settings, the multipart settings, and the request count each
+run reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ProfileNotFound,
+)
+from botocore.parsers import DEFAULT_TIMESTAMP_PARSER
+from s3transfer.utils import ChunksizeAdjuster
+
+from ass3.model import Ass3Error, MiB
+from ass3.s3errors import NO_CREDENTIALS_HELP, describe_client_error
+
+log = logging.getLogger("ass3")
+
+DEFAULT_WORKERS = 8
+MULTIPART_THRESHOLD = 8 * MiB
+MULTIPART_CHUNKSIZE = 8 * MiB
+
+
+DEFAULT_MAX_ATTEMPTS = 5
+BUCKET_ENV = "ASS3_BUCKET"
+
+
+def part_size_for(size: int, *, threshold: int, chunksize: int) -> int | None:
+    """The part size boto3 uses to upload a file of `size` bytes; None if single-part."""
+    if size < threshold:
+        return None
+    return ChunksizeAdjuster().adjust_chunksize(chunksize, size)
+
+
+def _parse_timestamp(value: str) -> datetime:
+    """Listings carry a timestamp per object, and botocore's default parser (dateutil)
+    costs more than the rest of a no-change run: ISO 8601 first, the default otherwise."""
+    try:
+        return datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return DEFAULT_TIMESTAMP_PARSER(value)
+
+
+def _send_small_bodies_at_once(request: Any, **_: Any) -> None:
+    """Drop botocore's `Expect: 100-continue` from PutObject (only files under the
+    multipart threshold use it): waiting for the server's go-ahead costs a round
+    trip per small file, and resending a small body on a rare rejection costs little.
+    Content-MD5 still makes S3 check every body."""
+    if "Expect" in request.headers:
+        del request.headers["Expect"]
+
+
+ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
+STORAGE_CLASSES = (
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "REDUCED_REDUNDANCY",
+)
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """How new objects are stored: storage class and server-side encryption."""
+
+    storage_class: str | None = None
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
+
+    def upload_args(self) -> dict[str, str]:
+        args = {}
+        if self.storage_class:
+            args["StorageClass"] = self.storage_class
+        if self.sse:
+            args["ServerSideEncryption"] = self.sse
+        if self.sse_kms_key_id:
+            args["SSEKMSKeyId"] = self.sse_kms_key_id
+        return args
+
+    @property
+    def etag_is_md5(self) -> bool:
+        """SSE-KMS objects have ETags that are not the MD5 of their bytes."""
+        return self.sse != "aws:kms"
+
+
+class Connection:
+    """One boto3 session and S3 client, shared by all worker threads, with a request count."""
+
+    def __init__(
+        self,
+        *,
+        profile: str | None = None,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        workers: int = DEFAULT_WORKERS,
+        multipart_threshold: int = MULTIPART_THRESHOLD,
+        multipart_chunksize: int = MULTIPART_CHUNKSIZE,
+        storage: StorageOptions | None = None,
+        path_style: bool = False,
+        crc32: bool = True,
+    ) -> None:
+        try:
+            self.session = boto3.Session(profile_name=profile, region_name=region)
+        except ProfileNotFound as error:
+            raise Ass3Error(f"AWS profile {profile!r} not found in ~/.aws/config") from error
+        if self.session.get_credentials() is None:
+            raise Ass3Error(NO_CREDENTIALS_HELP)
+        self.session._session.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=_parse_timestamp
+        )
+        self.region = self.session.region_name or "us-east-1"
+        self.endpoint_url = endpoint_url
+        self.workers = workers
+        self.multipart_threshold = multipart_threshold
+        self.multipart_chunksize = multipart_chunksize
+        self.storage = storage or StorageOptions()
+        self._run_counters: list[Counter[str]] = []
+        self._lock = threading.Lock()
+        self._completed: dict[str, tuple[str | None, str | None]] = {}
+        max_attempts = self.session._session.get_config_variable("max_attempts")
+        self.config = Config(
+            region_name=self.region,
+            # Workers send small files themselves; big files' parts use as many more.
+            max_pool_connections=workers * 2,
+            retries={
+                "mode": "standard",
+                "total_max_attempts": max_attempts or DEFAULT_MAX_ATTEMPTS,
+            },
+            user_agent_extra="ass3",
+            s3={"addressing_style": "path"} if path_style else None,
+            # Some S3-compatible stores reject boto3's default CRC32 checksums or store
+            # them into the body; the tool's own MD5 checks do not depend on them.
+            request_checksum_calculation="when_supported" if crc32 else "when_required",
+            response_checksum_validation="when_supported" if crc32 else "when_required",
+        )
+        try:
+            self.client = self._client("s3")
+        except (ValueError, BotoCoreError) as error:  # a malformed endpoint URL or region
+            raise Ass3Error(f"cannot set up the S3 client: {error}") from error
+        self.transfer_config = TransferConfig(
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=multipart_chunksize,
+            max_concurrency=workers,
+            preferred_transfer_client="classic",
+        )
+        self._account_id: str | None = None
+        self._account_looked_up = False
+
+    def _client(self, service: str) -> Any:
+        client = self.session.client(service, endpoint_url=self.endpoint_url, config=self.config)
+        client.meta.events.register("before-send", self._count)
+        client.meta.events.register("before-sign.s3.PutObject", _send_small_bodies_at_once)
+        client.meta.events.register(
+            "after-call.s3.CompleteMultipartUpload", self._note_completed_upload
+        )
+        return client
+
+    def _note_completed_upload(self, parsed: Mapping[str, Any], **_: Any) -> None:
+        """s3transfer drops CompleteMultipartUpload's answer; the run record needs it."""
+        if "Key" in parsed:
+            with self._lock:
+                self._completed[parsed["Key"]] = (
+                    parsed.get("ETag", "").strip('"') or None,
+                    parsed.get("VersionId"),
+                )
+
+    def completed_upload(self, key: str) -> tuple[str | None, str | None]:
+        """ETag and VersionId of the multipart upload of `key` that just completed."""
+        with self._lock:
+            return self._completed.pop(key, (None, None))
+
+    def _count(self, event_name: str, **_: Any) -> None:
+        operation = event_name.rsplit(".", 1)[-1]
+        with self._lock:
+            for counter in self._run_counters:
+                counter[operation] += 1
+
+    @contextmanager
+    def counting(self, counter: Counter[str]) -> Iterator[Counter[str]]:
+        """Count the requests sent inside the block into `counter` (one run's summary),
+        so a later run on the same connection starts from zero."""
+        with self._lock:
+            self._run_counters.append(counter)
+        try:
+            yield counter
+        finally:
+            with self._lock:
+                self._run_counters.remove(counter)
+
+    def account_id(self) -> str | None:
+        """The caller's account from STS, or None where the endpoint has no STS."""
+        if not self._account_looked_up:
+            self._account_looked_up = True
+            try:
+                self._account_id = self._client("sts").get_caller_identity()["Account"]
+            except ClientError as error:
+                log.debug("no account id from STS: %s", error)
+            except (NoCredentialsError, PartialCredentialsError, EndpointConnectionError) as error:
+                raise Ass3Error(describe_client_error(error, "GetCallerIdentity")) from error
+            except BotoCoreError as error:
+                log.debug("no account id from STS: %s", error)
+        return self._account_id
+
+    def owner_args(self) -> dict[str, str]:
+        """ExpectedBucketOwner for every request, so a bucket of another account is refused."""
+        account = self.account_id()
+        return {"ExpectedBucketOwner": account} if account else {}
+
+    def part_size_for(self, size: int) -> int | None:
+        return part_size_for(
+            size, threshold=self.multipart_threshold, chunksize=self.multipart_chunksize
+        )

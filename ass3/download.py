@@ -1,0 +1,176 @@
+"""One file of a restore: fetch its object into a temporary file, verify, put in place.
+
+A file already at the destination is only ever replaced by a complete, verified one:
+the bytes go to a temporary file beside it, are checked against the run record's MD5
+(or the object's md5 metadata, or its ETag), and only then renamed over it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from contextlib import suppress
+from typing import Any, BinaryIO
+
+from botocore.exceptions import ReadTimeoutError, ResponseStreamingError
+from s3transfer.manager import TransferManager
+from s3transfer.subscribers import BaseSubscriber
+
+from ass3.connection import Connection
+from ass3.files import READ_CHUNK, Placements, apply_metadata, local_checksum, prepare_folder
+from ass3.model import (
+    CONTENT_CHANGED,
+    META_MD5,
+    SAME_SIZE,
+    FileDigest,
+    FileProblem,
+    LocalFile,
+    Outcome,
+    RemoteObject,
+    Step,
+)
+from ass3.names import TEMP_PREFIX, TEMP_SUFFIX
+from ass3.plan import etag_matches
+from ass3.remote import content_matches
+
+log = logging.getLogger("ass3")
+
+
+def _write_verified(
+    conn: Connection,
+    transfers: TransferManager,
+    bucket: str,
+    remote: RemoteObject,
+    final: str,
+    placements: Placements,
+) -> None:
+    """Download into a temporary file beside `final`; rename it into place once verified.
+
+    A good file already at `final` is replaced only by a complete, verified one.
+    """
+    descriptor, temporary = tempfile.mkstemp(
+        dir=os.path.dirname(final), prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX
+    )
+    try:
+        with os.fdopen(descriptor, "w+b") as out:
+            part_size = conn.part_size_for(remote.size)
+            if part_size is None:
+                metadata, digest = _get_small(conn, bucket, remote, out)
+            else:
+                metadata, digest = _get_large(conn, transfers, bucket, remote, out, part_size)
+            out.flush()
+            os.fsync(out.fileno())
+        _verify(remote, metadata, digest)
+        apply_metadata(temporary, metadata)
+        placements.replace(temporary, final, remote.rel)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def _get_small(
+    conn: Connection, bucket: str, remote: RemoteObject, out: BinaryIO
+) -> tuple[dict[str, str], FileDigest]:
+    """One GetObject, pinned to the version or listed ETag, streamed to disk while hashing."""
+    response = conn.client.get_object(
+        Bucket=bucket, Key=remote.key, **remote.pin(), **conn.owner_args()
+    )
+    md5 = hashlib.md5()
+    for chunk in response["Body"].iter_chunks(READ_CHUNK):
+        md5.update(chunk)
+        out.write(chunk)
+    return response.get("Metadata", {}), FileDigest(md5.hexdigest())
+
+
+class _KnownObject(BaseSubscriber):
+    """Hands s3transfer the size and ETag we already know, sparing its own HeadObject
+    and pinning every ranged GET to that ETag."""
+
+    def __init__(self, size: int, etag: str) -> None:
+        self._size = size
+        self._etag = etag
+
+    def on_queued(self, future: Any, **_: Any) -> None:
+        future.meta.provide_transfer_size(self._size)
+        future.meta.provide_object_etag(self._etag)
+
+
+def _get_large(
+    conn: Connection,
+    transfers: TransferManager,
+    bucket: str,
+    remote: RemoteObject,
+    out: BinaryIO,
+    part_size: int,
+) -> tuple[dict[str, str], FileDigest]:
+    """Parallel ranged GETs through s3transfer into `out`, then hashed from disk.
+
+    One HeadObject reads the metadata; s3transfer does not verify ranged downloads,
+    so the file is hashed after it lands.
+    """
+    owner = conn.owner_args()
+    head = conn.client.head_object(Bucket=bucket, Key=remote.key, **remote.pin(), **owner)
+    pinned = {"VersionId": head["VersionId"]} if head.get("VersionId") else {}
+    known = _KnownObject(head["ContentLength"], head["ETag"])
+    transfers.download(
+        bucket, remote.key, out, extra_args={**pinned, **owner}, subscribers=[known]
+    ).result()
+    out.flush()
+    out.seek(0)
+    return head.get("Metadata", {}), local_checksum(out, part_size)
+
+
+def _verify(remote: RemoteObject, metadata: Mapping[str, str], digest: FileDigest) -> None:
+    """Check the data against the run record's MD5 or the md5 metadata, else the ETag."""
+    expected = remote.md5 or metadata.get(META_MD5)
+    if expected:
+        if expected != digest.md5:
+            raise FileProblem(f"checksum mismatch: expected MD5 {expected}, got {digest.md5}")
+        return
+    verdict = etag_matches(remote.etag, digest)
+    if verdict is False:
+        raise FileProblem(f"checksum mismatch: ETag {remote.etag} does not match the data")
+    if verdict is None:
+        log.warning("warning: %s has no md5 metadata; restored unverified", remote.key)
+
+
+def restore_step(
+    conn: Connection,
+    transfers: TransferManager,
+    bucket: str,
+    root: str,
+    step: Step,
+    placements: Placements,
+    *,
+    dry_run: bool,
+) -> Outcome:
+    remote = step.source
+    assert isinstance(remote, RemoteObject)
+    reason = step.reason
+    read_bytes = 0
+    if reason == SAME_SIZE:
+        assert isinstance(step.target, LocalFile)
+        with open(step.target.path, "rb") as fileobj:
+            digest = local_checksum(fileobj, conn.part_size_for(remote.size))
+        read_bytes = remote.size
+        if content_matches(conn, bucket, remote, digest):
+            return Outcome(step.rel, transferred=False, size=remote.size, read_bytes=read_bytes)
+        reason = CONTENT_CHANGED
+    if dry_run:
+        return Outcome(
+            step.rel, transferred=True, size=remote.size, reason=reason, read_bytes=read_bytes
+        )
+    folder = prepare_folder(root, step.rel)
+    final = os.path.join(folder, step.rel.rsplit("/", 1)[-1])
+    try:
+        _write_verified(conn, transfers, bucket, remote, final, placements)
+    except (ResponseStreamingError, ReadTimeoutError):
+        # The response broke off mid-body, which botocore does not retry: once more.
+        _write_verified(conn, transfers, bucket, remote, final, placements)
+    return Outcome(
+        step.rel, transferred=True, size=remote.size, reason=reason, read_bytes=read_bytes
+    )

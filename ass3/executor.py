@@ -1,0 +1,121 @@
+"""The executor: runs planned steps on a bounded thread pool and tallies outcomes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from typing import Generic, TypeVar
+
+from boto3.s3.transfer import create_transfer_manager
+from s3transfer.manager import TransferManager
+
+from ass3.connection import Connection
+from ass3.model import UNCHANGED, FileProblem, Outcome, Step, Summary, printable
+from ass3.progress import Progress
+from ass3.s3errors import TRANSFER_ERRORS, describe_client_error
+
+log = logging.getLogger("ass3")
+T = TypeVar("T")
+
+
+class Counted(Generic[T]):
+    """A stream passed on unchanged, counting its items: the deletion guards need the
+    sizes of both sides, which are only known once the streams have been read."""
+
+    def __init__(self, items: Iterable[T]) -> None:
+        self._items = items
+        self.count = 0
+
+    def __iter__(self) -> Iterator[T]:
+        for item in self._items:
+            self.count += 1
+            yield item
+
+
+def execute(
+    conn: Connection,
+    steps: Iterable[Step],
+    run_step: Callable[[Step, TransferManager], Outcome],
+    summary: Summary,
+    on_outcome: Callable[[Outcome], None] | None,
+    on_failure: Callable[[Step], None] | None = None,
+    progress: Progress | None = None,
+) -> None:
+    """Run steps on `conn.workers` threads; a failed step is recorded, the rest go on.
+
+    Steps are consumed as they are planned, with a bounded number queued, so memory
+    stays flat. Big files go through one shared s3transfer manager. On Ctrl-C the
+    queued steps are dropped and the manager cancels the transfers in flight, which
+    aborts their multipart uploads, so an interrupted run leaves no parts behind.
+    """
+
+    def guarded(step: Step) -> Outcome | tuple[Step, str]:
+        try:
+            return run_step(step, transfers)
+        except FileProblem as error:
+            return step, str(error)
+        except OSError as error:
+            return step, error.strerror or str(error)
+        except TRANSFER_ERRORS as error:
+            return step, describe_client_error(error, "transfer")
+
+    def collect(futures: Iterable[Future[Outcome | tuple[Step, str]]]) -> None:
+        for future in futures:
+            _record(summary, future.result(), on_outcome, on_failure, progress)
+
+    executor = ThreadPoolExecutor(max_workers=conn.workers, thread_name_prefix="ass3")
+    try:
+        with create_transfer_manager(conn.client, conn.transfer_config) as transfers:
+            try:
+                pending: set[Future[Outcome | tuple[Step, str]]] = set()
+                for step in steps:
+                    if progress:
+                        progress.planned(step)
+                    if step.reason == UNCHANGED:  # nothing to read or send: no thread needed
+                        _record(
+                            summary, run_step(step, transfers), on_outcome, on_failure, progress
+                        )
+                        continue
+                    pending.add(executor.submit(guarded, step))
+                    if len(pending) >= conn.workers * 4:
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        collect(done)
+                collect(as_completed(pending))
+            except BaseException:
+                executor.shutdown(wait=False, cancel_futures=True)
+                raise
+    finally:
+        executor.shutdown(wait=True)
+
+
+def _record(
+    summary: Summary,
+    result: Outcome | tuple[Step, str],
+    on_outcome: Callable[[Outcome], None] | None,
+    on_failure: Callable[[Step], None] | None,
+    progress: Progress | None,
+) -> None:
+    if isinstance(result, tuple):
+        step, reason = result
+        summary.fail(step.rel, reason)
+        if on_failure:
+            on_failure(step)
+        if progress:
+            progress.failed(step)
+        return
+    if progress:
+        progress.finished(result)
+    summary.read_bytes += result.read_bytes
+    if result.transferred:
+        summary.transferred += 1
+        summary.transferred_bytes += result.size
+        would = f"{summary.action} " if summary.action.startswith("would") else ""
+        log.info("%s%s (%s)", would, printable(result.rel), result.reason)
+    elif result.metadata_updated:
+        summary.metadata_updated += 1
+        log.info("%s (%s)", printable(result.rel), result.reason)
+    else:
+        summary.unchanged += 1
+    if on_outcome:
+        on_outcome(result)

@@ -1,0 +1,100 @@
+"""Names: which buckets S3 accepts, what a backup may be called, which keys may
+become local paths. Pure; every rule is applied before a request is made or a file
+is written.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+
+from ass3.model import CONTROL_CHARS, Ass3Error
+
+MAX_KEY_BYTES = 1024
+# Top-level prefix the tool keeps for its own records; never a backup name.
+RESERVED_PREFIX = ".ass3"
+
+
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_BUCKET_BAD_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_BUCKET_BAD_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+
+
+def validate_bucket_name(name: str) -> str:
+    """Apply S3's general-purpose bucket naming rules before any request is made."""
+    problem = None
+    if not _BUCKET_NAME.match(name):
+        problem = (
+            "3-63 characters of a-z, 0-9, '.' and '-', starting and ending with a letter or digit"
+        )
+    elif ".." in name or ".-" in name or "-." in name:
+        problem = "no '..', '.-' or '-.'"
+    elif name.startswith(_BUCKET_BAD_PREFIXES) or name.endswith(_BUCKET_BAD_SUFFIXES):
+        problem = "a prefix or suffix that S3 reserves"
+    else:
+        try:
+            ipaddress.ip_address(name)
+            problem = "not formatted as an IP address"
+        except ValueError:
+            pass
+    if problem:
+        raise Ass3Error(f"invalid bucket name {name!r}: a bucket name needs {problem}")
+    return name
+
+
+def unsafe_key_reason(rel: str) -> str | None:
+    """Why a key (relative to the backup prefix) must not become a local path, or None.
+
+    A key is plain text chosen by whoever wrote the bucket; only keys made of
+    ordinary path segments are turned into files below the destination.
+    """
+    if not rel:
+        return "empty name"
+    if rel.startswith("/"):
+        return "absolute path"
+    if "\\" in rel:
+        return "backslash in name"
+    if CONTROL_CHARS.search(rel):
+        return "control character in name"
+    for segment in rel.split("/"):
+        if segment in ("", ".", ".."):
+            return f"path segment {segment!r}"
+        if len(segment.encode("utf-8", "surrogatepass")) > 255:
+            return "path segment longer than 255 bytes"
+    return None
+
+
+def normalize_prefix(prefix: str) -> str:
+    """A backup name: one safe path segment (the top folder in the bucket), not the
+    reserved one. Nested names would overlap: backup `a` would list, restore and
+    delete the files of backup `a/b`."""
+    cleaned = prefix.strip("/")
+    reason = unsafe_key_reason(cleaned)
+    if reason:
+        raise Ass3Error(f"invalid backup name {prefix!r}: {reason}")
+    if "/" in cleaned:
+        raise Ass3Error(
+            f"invalid backup name {prefix!r}: use one name without '/', "
+            f"e.g. {cleaned.replace('/', '-')!r}"
+        )
+    if cleaned == RESERVED_PREFIX:
+        raise Ass3Error(f"invalid backup name {prefix!r}: {RESERVED_PREFIX} is reserved")
+    return cleaned
+
+
+def default_prefix(directory: str) -> str:
+    """The backup name for DIR: its basename (`/data/photos/` -> `photos`)."""
+    name = os.path.basename(os.path.abspath(directory))
+    if not name:
+        raise Ass3Error(f"cannot name a backup of {directory!r}; pass --prefix NAME")
+    return normalize_prefix(name)
+
+
+TEMP_PREFIX = ".ass3-"
+TEMP_SUFFIX = ".part"
+
+
+def is_temporary_name(name: str) -> bool:
+    """A download in progress; one left by a killed restore is removed by the next."""
+    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)

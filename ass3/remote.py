@@ -1,0 +1,242 @@
+"""The bucket side: naming and creating the bucket with safe settings, checking it
+is ours, listing a backup's objects in one paginated pass, reading the checksums
+S3 holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ass3.connection import BUCKET_ENV, Connection
+from ass3.model import META_MD5, Ass3Error, FileDigest, ObjectVersion, RemoteObject
+from ass3.names import validate_bucket_name
+from ass3.plan import etag_matches
+from ass3.s3errors import describe_client_error, error_code, fatal_errors
+
+log = logging.getLogger("ass3")
+
+
+def resolve_bucket(conn: Connection, bucket: str | None) -> str:
+    """--bucket, else $ASS3_BUCKET, else `ass3backup-<account id>`."""
+    name = bucket or os.environ.get(BUCKET_ENV)
+    if not name:
+        account = conn.account_id()
+        if not account:
+            raise Ass3Error(
+                "cannot find the account id (this endpoint has no STS): "
+                f"pass --bucket NAME or set {BUCKET_ENV}"
+            )
+        name = f"ass3backup-{account}"
+    return validate_bucket_name(name)
+
+
+def _owns_bucket(conn: Connection, bucket: str) -> bool | None:
+    """Whether the bucket exists and is ours; None if we may not list our buckets."""
+    try:
+        with fatal_errors("ListBuckets"):
+            response = conn.client.list_buckets(Prefix=bucket)
+    except Ass3Error as error:
+        cause = error.__cause__
+        if isinstance(cause, ClientError) and error_code(cause) in ("AccessDenied", "403"):
+            return None
+        raise
+    return any(entry["Name"] == bucket for entry in response.get("Buckets", []))
+
+
+def ensure_bucket(conn: Connection, bucket: str) -> bool:
+    """Create the bucket unless this account already owns it; True if it was created.
+
+    ListBuckets tells whether the account owns it in one request (where that is
+    denied, HeadBucket with ExpectedBucketOwner does). A name taken by another
+    account is an error: nothing must be uploaded into someone else's bucket.
+    """
+    owned = _owns_bucket(conn, bucket)
+    if owned is None:
+        owned = _bucket_exists(conn, bucket)
+    if owned:
+        return False
+    arguments: dict[str, Any] = {"Bucket": bucket}
+    if conn.region != "us-east-1":
+        arguments["CreateBucketConfiguration"] = {"LocationConstraint": conn.region}
+    try:
+        conn.client.create_bucket(**arguments)
+    except ClientError as error:
+        code = error_code(error)
+        if code == "BucketAlreadyOwnedByYou":
+            return False
+        if code == "BucketAlreadyExists":
+            raise Ass3Error(
+                f"bucket name {bucket!r} is taken by another AWS account; "
+                "choose another with --bucket"
+            ) from error
+        raise Ass3Error(describe_client_error(error, "CreateBucket", bucket)) from error
+    except BotoCoreError as error:
+        raise Ass3Error(describe_client_error(error, "CreateBucket", bucket)) from error
+    _configure_new_bucket(conn, bucket)
+    return True
+
+
+def _configure_new_bucket(conn: Connection, bucket: str) -> None:
+    """Safe defaults for a bucket the tool made; a store lacking a call only gets a warning."""
+    owner = conn.owner_args()
+    settings: list[tuple[str, Callable[..., Any], dict[str, Any]]] = [
+        (
+            "block public access",
+            conn.client.put_public_access_block,
+            {
+                "PublicAccessBlockConfiguration": {
+                    "BlockPublicAcls": True,
+                    "IgnorePublicAcls": True,
+                    "BlockPublicPolicy": True,
+                    "RestrictPublicBuckets": True,
+                }
+            },
+        ),
+        (
+            "versioning",
+            conn.client.put_bucket_versioning,
+            {"VersioningConfiguration": {"Status": "Enabled"}},
+        ),
+        (
+            "default encryption",
+            conn.client.put_bucket_encryption,
+            {
+                "ServerSideEncryptionConfiguration": {
+                    "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+                }
+            },
+        ),
+        (
+            "abort incomplete multipart uploads after 7 days",
+            conn.client.put_bucket_lifecycle_configuration,
+            {
+                "LifecycleConfiguration": {
+                    "Rules": [
+                        {
+                            "ID": "ass3-abort-incomplete-multipart",
+                            "Status": "Enabled",
+                            "Filter": {"Prefix": ""},
+                            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
+                        }
+                    ]
+                }
+            },
+        ),
+    ]
+    for what, call, arguments in settings:
+        try:
+            call(Bucket=bucket, **arguments, **owner)
+        except (ClientError, BotoCoreError) as error:
+            log.warning("warning: could not set %s on s3://%s: %s", what, bucket, error)
+
+
+def list_remote(
+    conn: Connection, bucket: str, prefix: str, *, missing_ok: bool = False
+) -> Iterator[RemoteObject]:
+    """Every object under PREFIX/, streamed from one paginated ListObjectsV2 pass.
+
+    One request per 1000 keys, in key order; never a HeadObject per file. With
+    `missing_ok` a bucket that does not exist yet lists as empty (a dry run).
+    """
+    paginator = conn.client.get_paginator("list_objects_v2")
+    if missing_ok and not _bucket_exists(conn, bucket):
+        return
+    with fatal_errors("ListObjectsV2", bucket, prefix):
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix + "/", **conn.owner_args()):
+            for item in page.get("Contents", []):
+                yield RemoteObject(
+                    item["Key"][len(prefix) + 1 :],
+                    item["Key"],
+                    item["Size"],
+                    item["ETag"].strip('"'),
+                    item["LastModified"],
+                )
+
+
+def _bucket_exists(conn: Connection, bucket: str) -> bool:
+    """HeadBucket with ExpectedBucketOwner: a bucket this account may use, or none."""
+    try:
+        conn.client.head_bucket(Bucket=bucket, **conn.owner_args())
+    except ClientError as error:
+        if error_code(error) in ("404", "NoSuchBucket"):
+            return False
+        raise Ass3Error(
+            f"bucket s3://{bucket} exists but is not accessible: it may belong to another "
+            "account; choose another name with --bucket"
+        ) from error
+    except BotoCoreError as error:
+        raise Ass3Error(describe_client_error(error, "HeadBucket", bucket)) from error
+    return True
+
+
+def s3_checksum(conn: Connection, bucket: str, remote: RemoteObject) -> str | None:
+    """The MD5 the tool stored as metadata on this object (one HeadObject): on the
+    recorded version when there is one, else on the current object."""
+    version = {"VersionId": remote.version_id} if remote.version_id else {}
+    head = conn.client.head_object(Bucket=bucket, Key=remote.key, **version, **conn.owner_args())
+    return head.get("Metadata", {}).get(META_MD5)
+
+
+def content_matches(
+    conn: Connection, bucket: str, remote: RemoteObject, digest: FileDigest
+) -> bool:
+    """Compare with the recorded MD5, else by ETag when comparable, else the md5 metadata."""
+    if remote.md5:
+        return remote.md5 == digest.md5
+    verdict = etag_matches(remote.etag, digest) if conn.storage.etag_is_md5 else None
+    if verdict is None:
+        verdict = s3_checksum(conn, bucket, remote) == digest.md5
+    return verdict
+
+
+def bucket_versioning(conn: Connection, bucket: str) -> str:
+    """'Enabled', 'Suspended', or 'Off'."""
+    with fatal_errors("GetBucketVersioning", bucket):
+        status = conn.client.get_bucket_versioning(Bucket=bucket, **conn.owner_args())
+    return status.get("Status") or "Off"
+
+
+def iter_versions(conn: Connection, bucket: str, prefix: str) -> Iterator[ObjectVersion]:
+    """Every version and delete marker under PREFIX/ (ListObjectVersions pages)."""
+    paginator = conn.client.get_paginator("list_object_versions")
+    start = len(prefix) + 1
+    with fatal_errors("ListObjectVersions", bucket):
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix + "/", **conn.owner_args()):
+            for item in page.get("Versions", []):
+                yield ObjectVersion(
+                    item["Key"][start:],
+                    item["Key"],
+                    item["VersionId"],
+                    item["LastModified"],
+                    item.get("IsLatest", False),
+                    deleted=False,
+                    size=item["Size"],
+                    etag=item["ETag"].strip('"'),
+                )
+            for marker in page.get("DeleteMarkers", []):
+                yield ObjectVersion(
+                    marker["Key"][start:],
+                    marker["Key"],
+                    marker["VersionId"],
+                    marker["LastModified"],
+                    marker.get("IsLatest", False),
+                    deleted=True,
+                )
+
+
+def lifecycle_rules(conn: Connection, bucket: str) -> list[dict[str, Any]]:
+    """The bucket's lifecycle rules; none when it has no configuration."""
+    try:
+        response = conn.client.get_bucket_lifecycle_configuration(
+            Bucket=bucket, **conn.owner_args()
+        )
+    except ClientError as error:
+        if error_code(error) == "NoSuchLifecycleConfiguration":
+            return []
+        raise
+    return response["Rules"]

@@ -1,0 +1,189 @@
+"""The local side of a backup: the walk of DIR in S3 key order, and the filters."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import pathspec
+
+from ass3.model import Ass3Error, LocalFile
+from ass3.names import unsafe_key_reason
+from ass3.plan import key_order
+
+
+@dataclass
+class ScanReport:
+    """What a walk skipped on purpose, what it left out by filter, what it could not read
+    (paths relative to the root, as in every other report of the run)."""
+
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    excluded: int = 0
+    unreadable: bool = False  # a folder or file could not be read: deletions are unsafe
+
+
+IGNORE_FILE = ".ass3ignore"
+
+
+class Filters:
+    """--exclude / --include patterns and .ass3ignore, with gitignore's rules (pathspec).
+
+    Patterns match the path relative to DIR with '/' separators: `*.tmp` anywhere,
+    `/top.txt` only at the top, `node_modules/` folders only, `**/.cache/` at any
+    depth. Later rules win: .ass3ignore first, then the options in the order given;
+    an --include is a `!pattern`. As in git, nothing inside an excluded folder can be
+    included again, because an excluded folder is never walked.
+    """
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self.lines = [line for line in lines if line.strip()]
+        try:
+            self._spec = pathspec.GitIgnoreSpec.from_lines(self.lines) if self.lines else None
+        except ValueError as error:  # e.g. a lone "!"
+            raise Ass3Error(f"invalid filter pattern: {error}") from error
+
+    @classmethod
+    def for_backup(cls, root: str, rules: Iterable[tuple[str, str]]) -> Filters:
+        """The rules of DIR/.ass3ignore (if any), then ("exclude" | "include", pattern)s."""
+        lines: list[str] = []
+        try:
+            with open(os.path.join(root, IGNORE_FILE), encoding="utf-8") as ignore:
+                lines.extend(line.rstrip("\n") for line in ignore)
+        except FileNotFoundError:
+            pass
+        except (OSError, UnicodeDecodeError) as error:
+            raise Ass3Error(f"cannot read {os.path.join(root, IGNORE_FILE)}: {error}") from error
+        for kind, pattern in rules:
+            lines.append(pattern if kind == "exclude" else "!" + pattern)
+        return cls(lines)
+
+    def excludes(self, rel: str, *, folder: bool = False) -> bool:
+        """Whether this file (or folder) is left out, judged on its own path."""
+        if self._spec is None:
+            return False
+        return self._spec.match_file(rel + "/" if folder else rel)
+
+    def excludes_path(self, rel: str) -> bool:
+        """Whether a file is left out, by itself or because a folder above it is."""
+        if self._spec is None:
+            return False
+        parts = rel.split("/")
+        folders = ("/".join(parts[:depth]) for depth in range(1, len(parts)))
+        return any(self.excludes(folder, folder=True) for folder in folders) or self.excludes(rel)
+
+
+def check_directory(directory: str) -> str:
+    """The absolute path of DIR, or a clear error if it cannot be backed up."""
+    path = os.path.abspath(directory)
+    if not os.path.exists(path):
+        raise Ass3Error(f"{directory}: no such directory")
+    if not os.path.isdir(path):
+        raise Ass3Error(f"{directory}: not a directory")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise Ass3Error(f"{directory}: permission denied")
+    return path
+
+
+def scan_tree(
+    root: str,
+    report: ScanReport,
+    *,
+    filters: Filters | None = None,
+    follow_symlinks: bool = False,
+) -> Iterator[LocalFile]:
+    """Walk `root` like os.walk, yielding regular files in S3 key order.
+
+    Each folder's entries are sorted as their keys will sort (a folder `d` as `d/`),
+    so the walk merges with a listing without holding either in memory. Filtered
+    folders are not entered. Symlinks are skipped unless `follow_symlinks`, which
+    backs up what they point to and refuses a link back to a folder above it (a
+    loop). Special files are skipped; unreadable folders, names that are not valid
+    UTF-8 (S3 keys must be) and names a restore would refuse (control characters,
+    backslashes) are problems, reported without stopping.
+    """
+    top = os.stat(root)
+    walker = _Walker(report, filters, follow_symlinks)
+    stack = [(iter(walker.entries(root, "")), frozenset({(top.st_dev, top.st_ino)}))]
+    while stack:
+        entries, ancestors = stack[-1]
+        item = next(entries, None)
+        if item is None:
+            stack.pop()
+            continue
+        entry, rel, st = item
+        if stat.S_ISDIR(st.st_mode):
+            identity = (st.st_dev, st.st_ino)
+            if identity in ancestors:
+                report.skipped.append((rel, "symlink loop"))
+                continue
+            stack.append((iter(walker.entries(entry.path, rel + "/")), ancestors | {identity}))
+            continue
+        local = walker.regular_file(entry, rel, st)
+        if local is not None:
+            yield local
+
+
+@dataclass
+class _Walker:
+    """The per-folder work of `scan_tree`: list, filter, stat, sort, classify."""
+
+    report: ScanReport
+    filters: Filters | None
+    follow_symlinks: bool
+
+    def entries(
+        self, folder: str, rel_prefix: str
+    ) -> list[tuple[os.DirEntry[str], str, os.stat_result]]:
+        try:
+            with os.scandir(folder) as listing:
+                found = list(listing)
+        except OSError as error:
+            self.report.unreadable = True
+            self.report.problems.append(
+                (rel_prefix.rstrip("/") or ".", error.strerror or str(error))
+            )
+            return []
+        items = []
+        for entry in found:
+            rel = rel_prefix + entry.name
+            try:
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode) and self.follow_symlinks:
+                    st = entry.stat(follow_symlinks=True)
+            except OSError as error:
+                self.report.unreadable = True
+                self.report.problems.append((rel, error.strerror or str(error)))
+                continue
+            is_folder = stat.S_ISDIR(st.st_mode)
+            if self.filters is not None and self.filters.excludes(rel, folder=is_folder):
+                self.report.excluded += 1
+                continue
+            items.append((entry, rel, st))
+        items.sort(
+            key=lambda item: key_order(item[1] + "/" if stat.S_ISDIR(item[2].st_mode) else item[1])
+        )
+        return items
+
+    def regular_file(
+        self, entry: os.DirEntry[str], rel: str, st: os.stat_result
+    ) -> LocalFile | None:
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:
+            self.report.problems.append((rel, "name is not valid UTF-8"))
+            return None
+        unsafe = unsafe_key_reason(rel)
+        if unsafe:
+            # Restore refuses such keys, so uploading would be a backup that cannot return.
+            self.report.problems.append((rel, f"cannot be restored safely: {unsafe}"))
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            self.report.skipped.append((rel, "symlink"))
+        elif not stat.S_ISREG(st.st_mode):
+            self.report.skipped.append((rel, "special file"))
+        else:
+            return LocalFile.from_stat(rel, entry.path, st)
+        return None
