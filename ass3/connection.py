@@ -12,9 +12,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
 
 import boto3
+import botocore.session
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import (
@@ -27,6 +28,12 @@ from botocore.exceptions import (
 )
 from botocore.parsers import DEFAULT_TIMESTAMP_PARSER
 from s3transfer.utils import ChunksizeAdjuster
+
+if TYPE_CHECKING:  # the stubs are a development dependency only
+    from botocore.awsrequest import AWSPreparedRequest
+    from types_boto3_s3 import S3Client
+    from types_boto3_s3.literals import ServerSideEncryptionType, StorageClassType
+    from types_boto3_sts import STSClient
 
 from ass3.model import Ass3Error, MiB
 from ass3.s3errors import NO_CREDENTIALS_HELP, describe_client_error
@@ -58,7 +65,7 @@ def _parse_timestamp(value: str) -> datetime:
         return DEFAULT_TIMESTAMP_PARSER(value)
 
 
-def _send_small_bodies_at_once(request: Any, **_: Any) -> None:
+def _send_small_bodies_at_once(request: AWSPreparedRequest, **_: object) -> None:
     """Drop botocore's `Expect: 100-continue` from PutObject (only files under the
     multipart threshold use it): waiting for the server's go-ahead costs a round
     trip per small file, and resending a small body on a rare rejection costs little.
@@ -68,7 +75,7 @@ def _send_small_bodies_at_once(request: Any, **_: Any) -> None:
 
 
 ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
-STORAGE_CLASSES = (
+STORAGE_CLASSES: tuple[StorageClassType, ...] = (
     "STANDARD",
     "STANDARD_IA",
     "ONEZONE_IA",
@@ -78,16 +85,37 @@ STORAGE_CLASSES = (
 )
 
 
+class UploadArgs(TypedDict, total=False):
+    """Keyword arguments for how a new object is stored."""
+
+    StorageClass: StorageClassType
+    ServerSideEncryption: ServerSideEncryptionType
+    SSEKMSKeyId: str
+
+
+class OwnerArgs(TypedDict, total=False):
+    """Keyword arguments that make S3 refuse a bucket owned by another account."""
+
+    ExpectedBucketOwner: str
+
+
+class SourceOwnerArgs(TypedDict, total=False):
+    """The same, for the source bucket of a CopyObject."""
+
+    ExpectedSourceBucketOwner: str
+
+
 @dataclass(frozen=True)
 class StorageOptions:
     """How new objects are stored: storage class and server-side encryption."""
 
-    storage_class: str | None = None
-    sse: str | None = None
+    storage_class: StorageClassType | None = None
+    sse: ServerSideEncryptionType | None = None
     sse_kms_key_id: str | None = None
 
-    def upload_args(self) -> dict[str, str]:
-        args = {}
+    def upload_args(self) -> UploadArgs:
+        """The arguments PutObject, CreateMultipartUpload and CopyObject take for them."""
+        args: UploadArgs = {}
         if self.storage_class:
             args["StorageClass"] = self.storage_class
         if self.sse:
@@ -118,15 +146,21 @@ class Connection:
         path_style: bool = False,
         crc32: bool = True,
     ) -> None:
+        # The botocore session is made here, not by boto3, so its settings are reachable
+        # through public calls: the listing timestamp parser and the profile's max_attempts.
+        core = botocore.session.get_session()
+        core.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=_parse_timestamp
+        )
         try:
-            self.session = boto3.Session(profile_name=profile, region_name=region)
+            self.session = boto3.Session(
+                botocore_session=core, profile_name=profile, region_name=region
+            )
+            max_attempts = core.get_config_variable("max_attempts")
         except ProfileNotFound as error:
             raise Ass3Error(f"AWS profile {profile!r} not found in ~/.aws/config") from error
         if self.session.get_credentials() is None:
             raise Ass3Error(NO_CREDENTIALS_HELP)
-        self.session._session.get_component("response_parser_factory").set_parser_defaults(
-            timestamp_parser=_parse_timestamp
-        )
         self.region = self.session.region_name or "us-east-1"
         self.endpoint_url = endpoint_url
         self.workers = workers
@@ -136,7 +170,6 @@ class Connection:
         self._run_counters: list[Counter[str]] = []
         self._lock = threading.Lock()
         self._completed: dict[str, tuple[str | None, str | None]] = {}
-        max_attempts = self.session._session.get_config_variable("max_attempts")
         self.config = Config(
             region_name=self.region,
             # Workers send small files themselves; big files' parts use as many more.
@@ -153,7 +186,7 @@ class Connection:
             response_checksum_validation="when_supported" if crc32 else "when_required",
         )
         try:
-            self.client = self._client("s3")
+            self.client: S3Client = self._client("s3")
         except (ValueError, BotoCoreError) as error:  # a malformed endpoint URL or region
             raise Ass3Error(f"cannot set up the S3 client: {error}") from error
         self.transfer_config = TransferConfig(
@@ -165,8 +198,20 @@ class Connection:
         self._account_id: str | None = None
         self._account_looked_up = False
 
-    def _client(self, service: str) -> Any:
-        client = self.session.client(service, endpoint_url=self.endpoint_url, config=self.config)
+    @overload
+    def _client(self, service: Literal["s3"]) -> S3Client: ...
+
+    @overload
+    def _client(self, service: Literal["sts"]) -> STSClient: ...
+
+    def _client(self, service: Literal["s3", "sts"]) -> S3Client | STSClient:
+        """A client with the connection's settings whose every request is counted."""
+        endpoint, config = self.endpoint_url, self.config
+        client: S3Client | STSClient = (
+            self.session.client("s3", endpoint_url=endpoint, config=config)
+            if service == "s3"
+            else self.session.client("sts", endpoint_url=endpoint, config=config)
+        )
         client.meta.events.register("before-send", self._count)
         client.meta.events.register("before-sign.s3.PutObject", _send_small_bodies_at_once)
         client.meta.events.register(
@@ -174,7 +219,7 @@ class Connection:
         )
         return client
 
-    def _note_completed_upload(self, parsed: Mapping[str, Any], **_: Any) -> None:
+    def _note_completed_upload(self, parsed: Mapping[str, Any], **_: object) -> None:
         """s3transfer drops CompleteMultipartUpload's answer; the run record needs it."""
         if "Key" in parsed:
             with self._lock:
@@ -188,7 +233,7 @@ class Connection:
         with self._lock:
             return self._completed.pop(key, (None, None))
 
-    def _count(self, event_name: str, **_: Any) -> None:
+    def _count(self, event_name: str, **_: object) -> None:
         operation = event_name.rsplit(".", 1)[-1]
         with self._lock:
             for counter in self._run_counters:
@@ -220,10 +265,15 @@ class Connection:
                 log.debug("no account id from STS: %s", error)
         return self._account_id
 
-    def owner_args(self) -> dict[str, str]:
+    def owner_args(self) -> OwnerArgs:
         """ExpectedBucketOwner for every request, so a bucket of another account is refused."""
         account = self.account_id()
         return {"ExpectedBucketOwner": account} if account else {}
+
+    def source_owner_args(self) -> SourceOwnerArgs:
+        """ExpectedSourceBucketOwner, for a copy whose source is the tool's own bucket."""
+        account = self.account_id()
+        return {"ExpectedSourceBucketOwner": account} if account else {}
 
     def part_size_for(self, size: int) -> int | None:
         return part_size_for(

@@ -13,9 +13,10 @@ import os
 import tempfile
 from collections.abc import Mapping
 from contextlib import suppress
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from botocore.exceptions import ReadTimeoutError, ResponseStreamingError
+from s3transfer.futures import TransferFuture
 from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
@@ -88,13 +89,19 @@ def _get_small(
 
 class _KnownObject(BaseSubscriber):
     """Hands s3transfer the size and ETag we already know, sparing its own HeadObject
-    and pinning every ranged GET to that ETag."""
+    and pinning every ranged GET to that ETag.
+
+    `TransferMeta.provide_*` are s3transfer's own hooks for this (its upload path uses
+    provide_transfer_size), public in name but not in its documentation; boto3's
+    download_file offers no other way to skip the HeadObject. This is the one place
+    the tool relies on them.
+    """
 
     def __init__(self, size: int, etag: str) -> None:
         self._size = size
         self._etag = etag
 
-    def on_queued(self, future: Any, **_: Any) -> None:
+    def on_queued(self, future: TransferFuture, **_: object) -> None:
         future.meta.provide_transfer_size(self._size)
         future.meta.provide_object_etag(self._etag)
 

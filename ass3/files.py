@@ -11,14 +11,14 @@ import stat
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import suppress
-from typing import Any
+from typing import BinaryIO
 
 from ass3.model import META_MD5, META_MODE, META_MTIME, FileDigest, FileProblem, MiB
 
 READ_CHUNK = 1 * MiB
 
 
-def read_chunks(fileobj: Any, limit: int | None = None) -> Iterator[bytes]:
+def read_chunks(fileobj: BinaryIO, limit: int | None = None) -> Iterator[bytes]:
     """Yield a file's bytes in READ_CHUNK pieces (never the whole file in memory)."""
     remaining = limit
     while remaining is None or remaining > 0:
@@ -30,14 +30,14 @@ def read_chunks(fileobj: Any, limit: int | None = None) -> Iterator[bytes]:
         yield chunk
 
 
-def local_checksum(fileobj: Any, part_size: int | None) -> FileDigest:
+def local_checksum(fileobj: BinaryIO, part_size: int | None) -> FileDigest:
     """MD5 of a file, and of each `part_size` part when it was uploaded in parts."""
     whole = hashlib.md5()
     if part_size is None:
         for chunk in read_chunks(fileobj):
             whole.update(chunk)
         return FileDigest(whole.hexdigest())
-    parts = []
+    parts: list[bytes] = []
     while True:
         part = hashlib.md5()
         length = 0

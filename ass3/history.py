@@ -9,7 +9,7 @@ import hashlib
 import logging
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -30,6 +30,9 @@ from ass3.records import (
 )
 from ass3.remote import bucket_versioning, iter_versions, lifecycle_rules
 from ass3.s3errors import TRANSFER_ERRORS, describe_client_error, error_code, fatal_errors
+
+if TYPE_CHECKING:
+    from types_boto3_s3.type_defs import LifecycleRuleUnionTypeDef
 
 log = logging.getLogger("ass3")
 
@@ -193,7 +196,9 @@ def set_retention(conn: Connection, bucket: str, prefix: str, days: int) -> None
     """
     rule_id = f"ass3-keep-{prefix}"[:255]
     with fatal_errors("GetBucketLifecycleConfiguration", bucket):
-        rules = [rule for rule in lifecycle_rules(conn, bucket) if rule.get("ID") != rule_id]
+        rules: list[LifecycleRuleUnionTypeDef] = [
+            rule for rule in lifecycle_rules(conn, bucket) if rule.get("ID") != rule_id
+        ]
     rules.append(
         {
             "ID": rule_id,

@@ -14,7 +14,7 @@ import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 log = logging.getLogger("ass3")
 
@@ -76,6 +76,18 @@ class LocalFile:
         )
 
 
+class VersionArgs(TypedDict, total=False):
+    """Keyword arguments that address one version of an object (none: the current one)."""
+
+    VersionId: str
+
+
+class PinArgs(VersionArgs, total=False):
+    """Keyword arguments that fetch exactly one object: its version, else its ETag."""
+
+    IfMatch: str
+
+
 @dataclass(frozen=True, slots=True)
 class RemoteObject:
     """One object from a listing. `rel` is its key with the backup prefix removed."""
@@ -89,7 +101,7 @@ class RemoteObject:
     version_id: str | None = None
     md5: str | None = None
 
-    def pin(self) -> dict[str, str]:
+    def pin(self) -> PinArgs:
         """Request arguments that fetch exactly this object: its version, else its ETag."""
         if self.version_id:
             return {"VersionId": self.version_id}

@@ -44,13 +44,14 @@ def merge_by_rel(left: Iterable[Entry], right: Iterable[Entry]) -> Iterator[Pair
     left_items, right_items = _in_key_order(left), _in_key_order(right)
     a, b = next(left_items, None), next(right_items, None)
     while a is not None or b is not None:
-        if b is None or (a is not None and a[0] < b[0]):
+        if a is not None and (b is None or a[0] < b[0]):
             yield a[1].rel, a[1], None
             a = next(left_items, None)
-        elif a is None or b[0] < a[0]:
+        elif b is not None and (a is None or b[0] < a[0]):
             yield b[1].rel, None, b[1]
             b = next(right_items, None)
         else:
+            assert a is not None and b is not None
             yield a[1].rel, a[1], b[1]
             a, b = next(left_items, None), next(right_items, None)
 

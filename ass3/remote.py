@@ -8,15 +8,18 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ass3.connection import BUCKET_ENV, Connection
-from ass3.model import META_MD5, Ass3Error, FileDigest, ObjectVersion, RemoteObject
+from ass3.model import META_MD5, Ass3Error, FileDigest, ObjectVersion, RemoteObject, VersionArgs
 from ass3.names import validate_bucket_name
 from ass3.plan import etag_matches
 from ass3.s3errors import describe_client_error, error_code, fatal_errors
+
+if TYPE_CHECKING:
+    from types_boto3_s3.type_defs import LifecycleRuleOutputTypeDef
 
 log = logging.getLogger("ass3")
 
@@ -60,6 +63,8 @@ def ensure_bucket(conn: Connection, bucket: str) -> bool:
         owned = _bucket_exists(conn, bucket)
     if owned:
         return False
+    # Untyped on purpose: the stubs allow only AWS's region names as LocationConstraint,
+    # and S3-compatible stores take their own.
     arguments: dict[str, Any] = {"Bucket": bucket}
     if conn.region != "us-east-1":
         arguments["CreateBucketConfiguration"] = {"LocationConstraint": conn.region}
@@ -83,39 +88,42 @@ def ensure_bucket(conn: Connection, bucket: str) -> bool:
 
 def _configure_new_bucket(conn: Connection, bucket: str) -> None:
     """Safe defaults for a bucket the tool made; a store lacking a call only gets a warning."""
-    owner = conn.owner_args()
-    settings: list[tuple[str, Callable[..., Any], dict[str, Any]]] = [
+    client, owner = conn.client, conn.owner_args()
+    settings: list[tuple[str, Callable[[], object]]] = [
         (
             "block public access",
-            conn.client.put_public_access_block,
-            {
-                "PublicAccessBlockConfiguration": {
+            lambda: client.put_public_access_block(
+                Bucket=bucket,
+                PublicAccessBlockConfiguration={
                     "BlockPublicAcls": True,
                     "IgnorePublicAcls": True,
                     "BlockPublicPolicy": True,
                     "RestrictPublicBuckets": True,
-                }
-            },
+                },
+                **owner,
+            ),
         ),
         (
             "versioning",
-            conn.client.put_bucket_versioning,
-            {"VersioningConfiguration": {"Status": "Enabled"}},
+            lambda: client.put_bucket_versioning(
+                Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}, **owner
+            ),
         ),
         (
             "default encryption",
-            conn.client.put_bucket_encryption,
-            {
-                "ServerSideEncryptionConfiguration": {
+            lambda: client.put_bucket_encryption(
+                Bucket=bucket,
+                ServerSideEncryptionConfiguration={
                     "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-                }
-            },
+                },
+                **owner,
+            ),
         ),
         (
             "abort incomplete multipart uploads after 7 days",
-            conn.client.put_bucket_lifecycle_configuration,
-            {
-                "LifecycleConfiguration": {
+            lambda: client.put_bucket_lifecycle_configuration(
+                Bucket=bucket,
+                LifecycleConfiguration={
                     "Rules": [
                         {
                             "ID": "ass3-abort-incomplete-multipart",
@@ -124,13 +132,14 @@ def _configure_new_bucket(conn: Connection, bucket: str) -> None:
                             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
                         }
                     ]
-                }
-            },
+                },
+                **owner,
+            ),
         ),
     ]
-    for what, call, arguments in settings:
+    for what, apply in settings:
         try:
-            call(Bucket=bucket, **arguments, **owner)
+            apply()
         except (ClientError, BotoCoreError) as error:
             log.warning("warning: could not set %s on s3://%s: %s", what, bucket, error)
 
@@ -177,7 +186,7 @@ def _bucket_exists(conn: Connection, bucket: str) -> bool:
 def s3_checksum(conn: Connection, bucket: str, remote: RemoteObject) -> str | None:
     """The MD5 the tool stored as metadata on this object (one HeadObject): on the
     recorded version when there is one, else on the current object."""
-    version = {"VersionId": remote.version_id} if remote.version_id else {}
+    version: VersionArgs = {"VersionId": remote.version_id} if remote.version_id else {}
     head = conn.client.head_object(Bucket=bucket, Key=remote.key, **version, **conn.owner_args())
     return head.get("Metadata", {}).get(META_MD5)
 
@@ -229,7 +238,7 @@ def iter_versions(conn: Connection, bucket: str, prefix: str) -> Iterator[Object
                 )
 
 
-def lifecycle_rules(conn: Connection, bucket: str) -> list[dict[str, Any]]:
+def lifecycle_rules(conn: Connection, bucket: str) -> list[LifecycleRuleOutputTypeDef]:
     """The bucket's lifecycle rules; none when it has no configuration."""
     try:
         response = conn.client.get_bucket_lifecycle_configuration(

@@ -10,11 +10,12 @@ import base64
 import hashlib
 import logging
 import os
+from typing import TYPE_CHECKING
 
 from s3transfer.manager import TransferManager
 
 from ass3 import files
-from ass3.connection import Connection
+from ass3.connection import Connection, UploadArgs
 from ass3.files import local_checksum, object_metadata
 from ass3.model import (
     CONTENT_CHANGED,
@@ -33,10 +34,14 @@ from ass3.model import (
     RemoteObject,
     Seen,
     Step,
+    VersionArgs,
 )
 from ass3.names import MAX_KEY_BYTES
 from ass3.plan import metadata_may_have_changed, multipart_etag
 from ass3.remote import content_matches
+
+if TYPE_CHECKING:
+    from types_boto3_s3.type_defs import HeadObjectOutputTypeDef
 
 log = logging.getLogger("ass3")
 
@@ -81,7 +86,7 @@ def _upload_once(
     if not files.same_file_state(before, os.stat(path)):
         # The object may not match the md5 recorded with it: take that version back out
         # (only it, so the previous good version is current again).
-        pinned = {"VersionId": version_id} if version_id else {}
+        pinned: VersionArgs = {"VersionId": version_id} if version_id else {}
         conn.client.delete_object(Bucket=bucket, Key=key, **pinned, **conn.owner_args())
         raise FileProblem("changed while being uploaded")
     return Seen(snapshot, digest.md5, etag or multipart_etag(digest.part_md5s)), version_id
@@ -200,12 +205,7 @@ def _refresh_metadata(
     if remote.size > MAX_COPY_BYTES:
         log.warning("warning: %s: mode/mtime changed, not updated (over 5 GiB)", remote.key)
         return None
-    kept = {
-        name: head[name]
-        for name in ("StorageClass", "ServerSideEncryption", "SSEKMSKeyId")
-        if head.get(name)
-    }
-    source_owner = {"ExpectedSourceBucketOwner": owner["ExpectedBucketOwner"]} if owner else {}
+    storage: UploadArgs = {**_storage_of(head), **conn.storage.upload_args()}
     response = conn.client.copy_object(
         Bucket=bucket,
         Key=remote.key,
@@ -213,9 +213,21 @@ def _refresh_metadata(
         CopySourceIfMatch=head["ETag"],
         MetadataDirective="REPLACE",
         Metadata={**metadata, **wanted},
-        **{**kept, **conn.storage.upload_args()},
+        **storage,
         **owner,
-        **source_owner,
+        **conn.source_owner_args(),
     )
     etag = response.get("CopyObjectResult", {}).get("ETag", head["ETag"]).strip('"')
     return RecordEntry(remote.rel, remote.size, digest.md5, etag, response.get("VersionId"))
+
+
+def _storage_of(head: HeadObjectOutputTypeDef) -> UploadArgs:
+    """How an object is stored, so that a copy onto itself keeps it that way."""
+    storage: UploadArgs = {}
+    if head.get("StorageClass"):
+        storage["StorageClass"] = head["StorageClass"]
+    if head.get("ServerSideEncryption"):
+        storage["ServerSideEncryption"] = head["ServerSideEncryption"]
+    if head.get("SSEKMSKeyId"):
+        storage["SSEKMSKeyId"] = head["SSEKMSKeyId"]
+    return storage
