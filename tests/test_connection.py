@@ -1,0 +1,26 @@
+"""The connection: each run's summary counts that run's requests and no other's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import count_calls, make_tree
+
+import s3common
+from s3common import Connection
+
+
+def test_two_runs_on_one_connection_count_their_own_requests(
+    conn: Connection, s3: object, bucket: str, tmp_path: Path
+) -> None:
+    root = make_tree(tmp_path / "src", {"a.txt": b"a", "sub/b.txt": b"b"})
+    first = s3common.backup(conn, str(root), bucket=bucket, prefix="data")
+    assert first.requests["PutObject"] >= 2
+    calls = count_calls(conn.client)
+    second = s3common.backup(conn, str(root), bucket=bucket, prefix="data")
+    assert second.transferred == 0
+    assert second.requests == calls  # exactly what the client sent during the second run
+    assert "PutObject" not in second.requests
+    frozen = dict(first.requests)
+    s3common.restore(conn, "data", bucket=bucket, destination=str(tmp_path / "out"))
+    assert dict(first.requests) == frozen  # a finished run's count no longer moves
