@@ -155,6 +155,8 @@ def restore_step(
     *,
     dry_run: bool,
 ) -> Outcome:
+    """Restore one planned file: compare a same-size local file by content first, then
+    download, verify and put the object in place (a broken-off body is tried once more)."""
     remote = step.source
     assert isinstance(remote, RemoteObject)
     reason = step.reason

@@ -54,10 +54,12 @@ def local_checksum(fileobj: BinaryIO, part_size: int | None) -> FileDigest:
 
 
 def same_file_state(before: os.stat_result, after: os.stat_result) -> bool:
+    """Whether two stats of one open file show it unchanged (size and mtime)."""
     return (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns)
 
 
 def object_metadata(digest: FileDigest, st: os.stat_result) -> dict[str, str]:
+    """The metadata stored with each object: the MD5 a restore verifies, mtime and mode."""
     return {
         META_MD5: digest.md5,
         META_MTIME: str(st.st_mtime_ns),
@@ -95,6 +97,8 @@ class Placements:
         self._placed: dict[tuple[int, int], str] = {}
 
     def replace(self, temporary: str, final: str, rel: str) -> None:
+        """Rename the verified temporary file over `final`, unless that would overwrite a
+        folder or a file this restore already placed under another name."""
         with self._lock:
             try:
                 existing = os.lstat(final)

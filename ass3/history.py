@@ -52,6 +52,7 @@ def list_run_ids(conn: Connection, bucket: str, prefix: str) -> list[str]:
 
 
 def load_record(conn: Connection, bucket: str, prefix: str, run_id: str) -> RunRecord:
+    """One run record, read and parsed; Ass3Error naming the latest runs if it is missing."""
     key = record_key(prefix, run_id)
     try:
         body = conn.client.get_object(Bucket=bucket, Key=key, **conn.owner_args())["Body"].read()

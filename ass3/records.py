@@ -119,10 +119,12 @@ def new_run_id(now: datetime | None = None) -> str:
 
 
 def run_time(run_id: str) -> datetime:
+    """When a run started, from its id."""
     return datetime.strptime(run_id.split("-", 1)[0], _RUN_TIME_FORMAT).replace(tzinfo=timezone.utc)
 
 
 def record_key(prefix: str, run_id: str) -> str:
+    """Where the record of run `run_id` of backup `prefix` lives in the bucket."""
     return f"{RUNS_PREFIX}/{prefix}/{run_id}{RECORD_SUFFIX}"
 
 
@@ -152,6 +154,7 @@ def select_run(run_ids: Iterable[str], when: datetime) -> str | None:
 
 
 def objects_of_run(prefix: str, record: RunRecord) -> Iterator[RemoteObject]:
+    """The objects a run record names, each pinned to its version and MD5."""
     for entry in record.files:
         yield RemoteObject(
             entry.rel,

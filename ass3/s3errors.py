@@ -101,4 +101,5 @@ def fatal_errors(
 
 
 def error_code(error: ClientError) -> str:
+    """The S3 error code of a ClientError ('NoSuchKey', '404', ...), or ''."""
     return error.response.get("Error", {}).get("Code", "")

@@ -134,6 +134,8 @@ def backup_step(
     *,
     dry_run: bool,
 ) -> Outcome:
+    """Back up one planned file: trust the cache, else compare a same-size file by content,
+    then upload it (once more if it changed while being read) or refresh its metadata."""
     local = step.source
     assert isinstance(local, LocalFile)
     remote = step.target
