@@ -90,7 +90,9 @@ class RecordSpool:
         self._file = tempfile.TemporaryFile("w+", encoding="utf-8", newline="\n")  # noqa: SIM115
 
     def append(self, entry: RecordEntry) -> None:
+        """Add a line at the end, wherever a reading of the spool left off."""
         version = entry.version_id or ""
+        self._file.seek(0, os.SEEK_END)
         self._file.write(f"{entry.rel}\t{entry.size}\t{entry.md5}\t{entry.etag}\t{version}\n")
 
     def __iter__(self) -> Iterator[RecordEntry]:
@@ -99,7 +101,6 @@ class RecordSpool:
         for line in self._file:
             rel, size, md5, etag, version = line.rstrip("\n").split("\t")
             yield RecordEntry(rel, int(size), md5, etag, version or None)
-        self._file.seek(0, os.SEEK_END)
 
     def __enter__(self) -> RecordSpool:
         return self
@@ -236,8 +237,8 @@ def record_files(
     """The lines of a new run record, in key order, each naming its version where known.
 
     A line the run wrote carries its own version; one it left alone takes the
-    version `known` gives its content. Without versioning no line names a version:
-    the current object is the only one there is.
+    version `known` gives its content. Without versioning nothing is filled in: the
+    current object is the only one there is.
     """
     lines = (
         entry
