@@ -62,6 +62,7 @@ def test_cache_vouches_only_for_an_identical_stat_and_etag(
 # --- with S3 -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_warm_cache_reads_nothing_and_lists_once(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -76,6 +77,7 @@ def test_warm_cache_reads_nothing_and_lists_once(
     assert calls == {"ListBuckets": 1, "ListObjectsV2": 1}
 
 
+@pytest.mark.slow
 def test_checksum_flag_rereads_everything(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -85,6 +87,7 @@ def test_checksum_flag_rereads_everything(
     assert (summary.unchanged, summary.read_bytes) == (2, 8)
 
 
+@pytest.mark.slow
 def test_same_size_edit_with_mtime_put_back_is_caught_through_ctime(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -119,6 +122,7 @@ def test_missing_cache_costs_reading_only(
     assert run(conn, root, bucket).read_bytes == 0
 
 
+@pytest.mark.slow
 def test_corrupt_cache_is_replaced_with_a_warning(
     conn: Connection, s3, bucket: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -133,6 +137,7 @@ def test_corrupt_cache_is_replaced_with_a_warning(
     assert run(conn, root, bucket).read_bytes == 0
 
 
+@pytest.mark.slow
 def test_cache_from_another_machine_is_not_trusted(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -144,6 +149,7 @@ def test_cache_from_another_machine_is_not_trusted(
     assert run(conn, root, bucket).read_bytes == 8
 
 
+@pytest.mark.slow
 def test_two_prefixes_of_one_bucket_keep_separate_records(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -157,6 +163,7 @@ def test_two_prefixes_of_one_bucket_keep_separate_records(
     assert s3.get_object(Bucket=bucket, Key="two/a")["Body"].read() == b"same"
 
 
+@pytest.mark.slow
 def test_recently_modified_files_are_not_cached(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -166,6 +173,7 @@ def test_recently_modified_files_are_not_cached(
     assert run(conn, root, bucket).read_bytes == 4
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_share_the_cache_safely(s3, bucket: str, tmp_path: Path) -> None:
     roots = [
         aged_tree(tmp_path / name, {f"f{i}": os.urandom(50) for i in range(200)})

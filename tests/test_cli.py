@@ -138,6 +138,7 @@ def test_no_credentials_exits_2(
     assert "AWS_ACCESS_KEY_ID" in line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["ass3Backup.py", "ass3Restore.py"])
 def test_unreachable_endpoint_exits_2_naming_the_url(
     data: Path, script_env: dict[str, str], script: str
@@ -151,6 +152,7 @@ def test_unreachable_endpoint_exits_2_naming_the_url(
     assert "http://127.0.0.1:1" in line
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("s3")
 @pytest.mark.parametrize("script", MAINS)
 def test_access_denied_exits_2(
@@ -166,6 +168,7 @@ def test_access_denied_exits_2(
     assert f"s3://{bucket}" in line
 
 
+@pytest.mark.slow
 def test_bucket_of_another_account_exits_2_and_gets_nothing(
     s3: Any,
     data: Path,
@@ -186,6 +189,7 @@ def test_bucket_of_another_account_exits_2_and_gets_nothing(
     assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("s3")
 def test_restore_of_unknown_backup_exits_2_listing_the_backups(
     data: Path, bucket: str, capsys: pytest.CaptureFixture[str]
@@ -202,6 +206,7 @@ def test_restore_of_unknown_backup_exits_2_listing_the_backups(
     assert not dest.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("s3")
 @pytest.mark.parametrize("script", MAINS)
 def test_list_of_unknown_backup_exits_2(
@@ -213,6 +218,7 @@ def test_list_of_unknown_backup_exits_2(
     assert "'gamma'" in error_line(capsys.readouterr().err)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("s3")
 def test_restore_from_unknown_bucket_exits_2(
     data: Path, bucket: str, capsys: pytest.CaptureFixture[str]
@@ -224,6 +230,7 @@ def test_restore_from_unknown_bucket_exits_2(
 # --- 130: interrupted -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("s3")
 @pytest.mark.parametrize(
     ("script", "step"), [("backup", "ass3.scan.scan_tree"), ("restore", "ass3.remote.list_remote")]
@@ -247,6 +254,7 @@ def test_ctrl_c_exits_130(
 # --- 1: some files failed, the others were transferred ----------------------------------------
 
 
+@pytest.mark.slow
 def test_one_failing_file_exits_1_and_the_others_are_uploaded(
     s3: Any, data: Path, bucket: str, capsys: pytest.CaptureFixture[str], hook: Hook
 ) -> None:

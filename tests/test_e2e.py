@@ -15,6 +15,9 @@ import boto3
 import pytest
 from helpers import PROJECT, make_tree, read_tree, run_script
 
+# Every test here runs the scripts as subprocesses: deselect with -m 'not slow'.
+pytestmark = pytest.mark.slow
+
 MiB = 1024 * 1024
 # Changes keep each file's size, so only the content comparison can notice them.
 SMALL_FILES = {

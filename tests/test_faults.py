@@ -34,6 +34,9 @@ import ass3Backup
 import s3common
 from s3common import Connection
 
+# Many tests here kill or interrupt script processes; the rest retry big transfers.
+pytestmark = pytest.mark.slow
+
 MiB = s3common.MiB
 BIG = 11 * MiB  # three 5 MiB parts with the test Connection
 TEMP_GLOB = ".ass3-*"  # the tool's temporary names, and anything derived from them

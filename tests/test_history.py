@@ -49,6 +49,7 @@ def three_runs(conn: Connection, bucket: str, root: Path) -> list[str]:
     return run_ids  # type: ignore[return-value]
 
 
+@pytest.mark.slow
 def test_each_run_restores_exactly_by_id(conn: Connection, s3, bucket: str, tmp_path: Path) -> None:
     run_ids = three_runs(conn, bucket, tmp_path / "src")
     assert s3common.list_run_ids(conn, bucket, "data") == run_ids
@@ -56,6 +57,7 @@ def test_each_run_restores_exactly_by_id(conn: Connection, s3, bucket: str, tmp_
         assert restored(conn, bucket, tmp_path / f"out{index}", run_id=run_id) == files
 
 
+@pytest.mark.slow
 def test_each_run_restores_by_time(conn: Connection, s3, bucket: str, tmp_path: Path) -> None:
     run_ids = three_runs(conn, bucket, tmp_path / "src")
     for index, (run_id, files) in enumerate(zip(run_ids, (RUN_1, RUN_2, RUN_3), strict=True)):
@@ -71,6 +73,7 @@ def test_each_run_restores_by_time(conn: Connection, s3, bucket: str, tmp_path: 
         )
 
 
+@pytest.mark.slow
 def test_restoring_an_old_run_over_a_newer_tree_fetches_only_differences(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -87,6 +90,7 @@ def test_restoring_an_old_run_over_a_newer_tree_fetches_only_differences(
     assert calls["HeadObject"] == 0
 
 
+@pytest.mark.slow
 def test_two_runs_in_the_same_second_are_told_apart(
     conn: Connection, s3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -112,6 +116,7 @@ def test_two_runs_in_the_same_second_are_told_apart(
     assert restored(conn, bucket, tmp_path / "b", run_id=second) == {"f": b"second"}
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_leaves_no_record_and_the_last_run_restorable(
     conn: Connection, s3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -131,6 +136,7 @@ def test_an_interrupted_run_leaves_no_record_and_the_last_run_restorable(
     assert restored(conn, bucket, tmp_path / "out", run_id=first) == RUN_1
 
 
+@pytest.mark.slow
 def test_no_change_run_writes_no_record_and_costs_no_extra_request(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -151,6 +157,7 @@ def test_run_records_are_not_backups(conn: Connection, s3, bucket: str, tmp_path
     assert "uploaded 3  deleted 0" in lines[0] and "deleted 1" in lines[1]
 
 
+@pytest.mark.slow
 def test_unversioned_bucket_refuses_old_runs_and_warns(
     conn: Connection, s3, bucket: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -170,6 +177,7 @@ def test_unversioned_bucket_refuses_old_runs_and_warns(
         restored(conn, bucket, tmp_path / "t", as_of=datetime.now(timezone.utc))
 
 
+@pytest.mark.slow
 def test_without_records_as_of_falls_back_to_object_versions(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -194,6 +202,7 @@ def test_without_records_as_of_falls_back_to_object_versions(
 # --- deletions, guarded -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_delete_removes_objects_of_deleted_files_as_delete_markers(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -209,6 +218,7 @@ def test_delete_removes_objects_of_deleted_files_as_delete_markers(
     assert len(markers) == 1
 
 
+@pytest.mark.slow
 def test_without_delete_nothing_is_deleted(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -256,6 +266,7 @@ def test_deletion_guards(
     assert (reason is None) if refused is None else (refused in (reason or ""))
 
 
+@pytest.mark.slow
 def test_empty_source_deletes_nothing(conn: Connection, s3, bucket: str, tmp_path: Path) -> None:
     root = tmp_path / "src"
     set_tree(root, {"a": b"1", "b": b"2"})
@@ -269,6 +280,7 @@ def test_empty_source_deletes_nothing(conn: Connection, s3, bucket: str, tmp_pat
     assert s3.list_objects_v2(Bucket=bucket, Prefix="data/")["KeyCount"] == 2
 
 
+@pytest.mark.slow
 def test_unreadable_part_of_the_source_deletes_nothing(
     conn: Connection, s3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -289,6 +301,7 @@ def test_unreadable_part_of_the_source_deletes_nothing(
     assert s3.list_objects_v2(Bucket=bucket, Prefix="data/")["KeyCount"] == 4
 
 
+@pytest.mark.slow
 def test_dry_run_sends_no_write_request_and_writes_nothing_locally(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -330,6 +343,7 @@ def test_dry_run_into_a_bucket_that_does_not_exist_creates_nothing(
     assert bucket not in [entry["Name"] for entry in s3.list_buckets()["Buckets"]]
 
 
+@pytest.mark.slow
 def test_restore_delete_keeps_files_when_the_restore_failed(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -348,6 +362,7 @@ def test_restore_delete_keeps_files_when_the_restore_failed(
 # --- retention ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_keep_days_sets_a_rule_for_this_backup_only(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -364,6 +379,7 @@ def test_keep_days_sets_a_rule_for_this_backup_only(
     assert any("old versions kept 45 days" in line for line in listing)
 
 
+@pytest.mark.slow
 def test_a_file_that_failed_keeps_its_previous_version_in_the_record(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -386,6 +402,7 @@ def test_a_file_that_failed_keeps_its_previous_version_in_the_record(
     }
 
 
+@pytest.mark.slow
 def test_runs_and_list_as_json(
     s3, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -413,6 +430,7 @@ def test_runs_and_list_as_json(
 # --- found in review ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_as_of_without_records_replaces_a_newer_same_size_multipart_file(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -433,6 +451,7 @@ def test_as_of_without_records_replaces_a_newer_same_size_multipart_file(
     assert restored(conn, bucket, dest, as_of=between) == {"big": old}
 
 
+@pytest.mark.slow
 def test_the_record_keeps_objects_the_run_did_not_look_at(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -448,6 +467,7 @@ def test_the_record_keeps_objects_the_run_did_not_look_at(
     }
 
 
+@pytest.mark.slow
 def test_a_big_file_changing_during_upload_leaves_the_previous_version_current(
     conn: Connection, s3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -463,6 +483,7 @@ def test_a_big_file_changing_during_upload_leaves_the_previous_version_current(
     assert "DeleteMarkers" not in s3.list_object_versions(Bucket=bucket, Prefix="data/big")
 
 
+@pytest.mark.slow
 def test_restore_dry_run_into_a_new_folder_creates_nothing(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -476,6 +497,7 @@ def test_restore_dry_run_into_a_new_folder_creates_nothing(
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.slow
 def test_renaming_every_file_is_allowed_with_force(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:

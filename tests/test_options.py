@@ -220,6 +220,7 @@ def test_delete_keeps_objects_that_are_now_excluded(
     assert keys_of(s3, bucket) == {rel: data for rel, data in before.items() if rel != "gone.txt"}
 
 
+@pytest.mark.slow
 def test_cli_filters_read_ass3ignore_then_the_options(
     s3: Any, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -259,6 +260,7 @@ def linked(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_follow_symlinks_backs_up_targets_and_skips_loops(
     conn: Connection, s3: Any, bucket: str, linked: Path
 ) -> None:
@@ -276,6 +278,7 @@ def test_follow_symlinks_backs_up_targets_and_skips_loops(
     assert report.skipped == [("sub/loop", "symlink loop")]
 
 
+@pytest.mark.slow
 def test_without_follow_symlinks_links_are_skipped(
     conn: Connection, s3: Any, bucket: str, linked: Path
 ) -> None:
@@ -285,6 +288,7 @@ def test_without_follow_symlinks_links_are_skipped(
     assert summary.skipped == 3
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("s3")
 @pytest.mark.parametrize(("follow", "code"), [(True, 1), (False, 0)])
 def test_broken_link_is_a_problem_only_when_following(
@@ -301,6 +305,7 @@ def test_broken_link_is_a_problem_only_when_following(
 # --- 4: storage class and encryption ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_storage_class_and_sse_reach_s3_for_small_and_multipart_files(
     s3: Any, bucket: str, tmp_path: Path
 ) -> None:
@@ -357,6 +362,7 @@ def _kms_like_etags(parsed: dict[str, Any], **_: Any) -> None:
         item["ETag"] = '"' + hashlib.md5(b"kms" + etag.encode()).hexdigest() + parts + '"'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cold", ["no-cache", "checksum"])
 def test_sse_kms_rerun_compares_md5_metadata_and_uploads_nothing(
     s3: Any, bucket: str, tmp_path: Path, cold: str
@@ -398,6 +404,7 @@ def _put_urls(sent: list[tuple[str, str, dict[str, str]]]) -> list[urllib.parse.
     return [urllib.parse.urlsplit(url) for op, url, _ in sent if op == "PutObject"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path_style", [True, False], ids=["path-style", "virtual-hosted"])
 def test_path_style_puts_the_bucket_in_the_path(
     s3: Any, bucket: str, tmp_path: Path, path_style: bool
@@ -420,6 +427,7 @@ def test_path_style_puts_the_bucket_in_the_path(
 CRC_HEADERS = ("x-amz-checksum-crc32", "x-amz-sdk-checksum-algorithm", "x-amz-checksum-algorithm")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("crc32", [True, False], ids=["default", "no-crc32"])
 def test_no_crc32_sends_no_checksum_headers(
     s3: Any, bucket: str, tmp_path: Path, crc32: bool
@@ -440,6 +448,7 @@ def test_no_crc32_sends_no_checksum_headers(
     assert keys_of(s3, bucket)["small"] == b"tiny"
 
 
+@pytest.mark.slow
 def test_cli_path_style_and_no_crc32_reach_the_client(
     s3: Any, bucket: str, tmp_path: Path, hook: Hook, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -477,6 +486,7 @@ JSON_KEYS = {
 }
 
 
+@pytest.mark.slow
 def test_json_output_is_one_document_and_nothing_else(
     script_env: dict[str, str], bucket: str, tmp_path: Path
 ) -> None:
@@ -514,6 +524,7 @@ def test_json_output_is_one_document_and_nothing_else(
     assert error["exit_code"] == 2 and "no backup named 'nope'" in error["error"]
 
 
+@pytest.mark.slow
 def test_quiet_prints_nothing_on_success_and_still_reports_errors(
     script_env: dict[str, str], moto_endpoint: str, bucket: str, tmp_path: Path
 ) -> None:
@@ -538,6 +549,7 @@ def test_quiet_prints_nothing_on_success_and_still_reports_errors(
     assert "ass3Restore: error: no backup named 'nope'" in missing.stderr
 
 
+@pytest.mark.slow
 def test_no_progress_bar_when_stderr_is_not_a_terminal(
     script_env: dict[str, str], bucket: str, tmp_path: Path
 ) -> None:
@@ -566,6 +578,7 @@ def _read_until_eof(fd: int, timeout: float) -> bytes:
     return b"".join(chunks)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
 def test_progress_bar_on_a_terminal(
     script_env: dict[str, str], bucket: str, tmp_path: Path
@@ -610,6 +623,7 @@ def versions(s3: Any, bucket: str) -> list[tuple[str, str, bool]]:
     )
 
 
+@pytest.mark.slow
 def test_dry_run_from_the_command_line_writes_nothing_and_says_what_it_would_do(
     s3: Any, bucket: str, tmp_path: Path, hook: Hook, capsys: pytest.CaptureFixture[str]
 ) -> None:

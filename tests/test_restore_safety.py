@@ -46,6 +46,7 @@ def tree_state(root: Path) -> dict[str, object]:
     return state
 
 
+@pytest.mark.slow
 def test_every_hostile_key_is_refused(
     conn: Connection, s3, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -71,6 +72,7 @@ def test_every_hostile_key_is_refused(
     assert "\x1b" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_symlink_planted_as_parent_is_never_followed(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -106,6 +108,7 @@ def test_symlink_at_the_file_name_is_replaced_not_written_through(
     assert (root / "passwd").read_bytes() == b"restored"
 
 
+@pytest.mark.slow
 def test_file_and_folder_of_one_name_is_reported_not_a_crash(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -147,6 +150,7 @@ def test_setuid_and_setgid_bits_are_never_restored(
     assert os.stat(tmp_path / "data" / "tool").st_mode & 0o7777 == 0o755
 
 
+@pytest.mark.slow
 def test_backup_reports_names_restore_would_refuse(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -159,6 +163,7 @@ def test_backup_reports_names_restore_would_refuse(
     ]
 
 
+@pytest.mark.slow
 def test_stale_temporary_files_of_a_killed_restore_are_removed(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -169,6 +174,7 @@ def test_stale_temporary_files_of_a_killed_restore_are_removed(
     assert read_tree(tmp_path) == {"data/sub/a": b"a", "data/sub/.ass3-notes": b"mine"}
 
 
+@pytest.mark.slow
 def test_every_request_names_the_expected_owner(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:

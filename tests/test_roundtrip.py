@@ -8,12 +8,16 @@ import tempfile
 import unicodedata
 from pathlib import Path
 
+import pytest
 from helpers import make_tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
 import s3common
+
+# Many hypothesis examples, each a full backup and restore on moto.
+pytestmark = pytest.mark.slow
 
 # Names people really have: spaces, URL-special characters, leading dashes, accents in both
 # Unicode normal forms, CJK, and long names (255 bytes is the Linux limit).

@@ -43,6 +43,7 @@ def test_new_bucket_gets_safe_defaults(conn: Connection, s3, bucket: str) -> Non
     )
 
 
+@pytest.mark.slow
 def test_existing_own_bucket_is_reused_without_create(conn: Connection, s3, bucket: str) -> None:
     s3.create_bucket(Bucket=bucket)
     calls = count_calls(conn.client)
@@ -58,6 +59,7 @@ def test_bucket_in_another_region(s3, bucket: str) -> None:
     assert s3common.ensure_bucket(conn, bucket) is False
 
 
+@pytest.mark.slow
 def test_bucket_of_another_account_is_refused(
     conn: Connection, s3, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -68,6 +70,7 @@ def test_bucket_of_another_account_is_refused(
         s3common.ensure_bucket(conn, bucket)
 
 
+@pytest.mark.slow
 def test_without_list_buckets_permission_head_bucket_decides(
     conn: Connection, s3, bucket: str
 ) -> None:
@@ -81,6 +84,7 @@ def test_without_list_buckets_permission_head_bucket_decides(
     assert s3common.ensure_bucket(conn, bucket) is False
 
 
+@pytest.mark.slow
 def test_store_without_bucket_settings_warns_and_goes_on(
     conn: Connection, s3, bucket: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -93,6 +97,7 @@ def test_store_without_bucket_settings_warns_and_goes_on(
     assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
 
 
+@pytest.mark.slow
 def test_default_bucket_name_uses_the_account(conn: Connection) -> None:
     assert s3common.resolve_bucket(conn, None) == "ass3backup-123456789012"
     assert s3common.resolve_bucket(conn, "given-name") == "given-name"
@@ -106,6 +111,7 @@ def test_bucket_from_environment(conn: Connection, monkeypatch: pytest.MonkeyPat
 # --- Backup and change detection -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_backup_uploads_with_metadata(conn: Connection, s3, bucket: str, tmp_path: Path) -> None:
     root = make_tree(tmp_path / "src", {"a.txt": b"hello", "sub/b.txt": b"", "sub/c d/é": b"x"})
     os.chmod(root / "a.txt", 0o640)
@@ -121,6 +127,7 @@ def test_backup_uploads_with_metadata(conn: Connection, s3, bucket: str, tmp_pat
     }
 
 
+@pytest.mark.slow
 def test_no_change_run_lists_once_and_nothing_else(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -132,6 +139,7 @@ def test_no_change_run_lists_once_and_nothing_else(
     assert calls == {"ListBuckets": 1, "ListObjectsV2": 1}
 
 
+@pytest.mark.slow
 def test_listing_is_paginated(
     conn: Connection, s3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -145,6 +153,7 @@ def test_listing_is_paginated(
     assert set(calls) == {"ListBuckets", "ListObjectsV2"}
 
 
+@pytest.mark.slow
 def test_same_size_edit_is_caught_even_with_old_mtime(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -160,6 +169,7 @@ def test_same_size_edit_is_caught_even_with_old_mtime(
     assert s3.get_object(Bucket=bucket, Key="data/a")["Body"].read() == b"ONE"
 
 
+@pytest.mark.slow
 def test_multipart_file_round_trip_without_head(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -179,6 +189,7 @@ def test_multipart_file_round_trip_without_head(
     assert (tmp_path / "out/data/big.bin").read_bytes() == (root / "big.bin").read_bytes()
 
 
+@pytest.mark.slow
 def test_multipart_object_with_other_part_size_reads_md5_metadata_once(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -201,6 +212,7 @@ def test_multipart_object_with_other_part_size_reads_md5_metadata_once(
     assert calls["HeadObject"] == 1 and calls["UploadPart"] == 0
 
 
+@pytest.mark.slow
 def test_symlinks_and_special_files_are_skipped(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -243,6 +255,7 @@ def test_file_changing_during_read_is_retried_then_reported(
 # --- Restore -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_restore_recreates_tree_mtimes_and_modes(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -274,6 +287,7 @@ def test_restore_replaces_a_changed_local_file(
     assert (tmp_path / "out/data/a").read_bytes() == b"good"
 
 
+@pytest.mark.slow
 def test_corrupt_object_is_refused_and_good_file_kept(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -287,6 +301,7 @@ def test_corrupt_object_is_refused_and_good_file_kept(
     assert read_tree(tmp_path / "out") == {"data/a": b"old", "data/b": b"fine"}
 
 
+@pytest.mark.slow
 def test_hostile_keys_are_refused_and_nothing_escapes(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -304,6 +319,7 @@ def test_hostile_keys_are_refused_and_nothing_escapes(
     assert read_tree(tmp_path) == {"dest/data/ok": b"payload"}
 
 
+@pytest.mark.slow
 def test_restore_refuses_to_write_through_a_symlinked_folder(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -318,6 +334,7 @@ def test_restore_refuses_to_write_through_a_symlinked_folder(
     assert (tmp_path / "out/data/b").read_bytes() == b"2"
 
 
+@pytest.mark.slow
 def test_unknown_backup_lists_existing_ones(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -327,6 +344,7 @@ def test_unknown_backup_lists_existing_ones(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_restore_from_missing_bucket(conn: Connection, s3, tmp_path: Path) -> None:
     with pytest.raises(Ass3Error, match="does not exist"):
         restore(conn, tmp_path / "out", "no-such-bucket-here")
@@ -349,6 +367,7 @@ def test_listing_of_buckets_and_backups(conn: Connection, s3, bucket: str, tmp_p
         s3common.format_listing(conn, bucket, "gamma")
 
 
+@pytest.mark.slow
 def test_small_puts_skip_the_100_continue_round_trip(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
@@ -367,6 +386,7 @@ def test_small_puts_skip_the_100_continue_round_trip(
     assert expect["UploadPart"] == {"100-continue"}
 
 
+@pytest.mark.slow
 def test_a_chmod_or_touch_alone_updates_the_objects_metadata_without_upload(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:

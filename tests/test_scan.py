@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from helpers import make_tree
 
 import s3common
@@ -51,6 +52,7 @@ def test_walk_skips_links_and_special_files(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_walk_of_a_deep_tree_does_not_recurse(tmp_path: Path) -> None:
     """Folders are walked with an explicit stack: depth is bounded by PATH_MAX, not Python."""
     folder = str(tmp_path)
