@@ -168,6 +168,7 @@ class Connection:
         self.multipart_chunksize = multipart_chunksize
         self.storage = storage or StorageOptions()
         self._run_counters: list[Counter[str]] = []
+        self._unclaimed: Counter[str] = Counter()  # sent while no run was counting
         self._lock = threading.Lock()
         self._completed: dict[str, tuple[str | None, str | None]] = {}
         self.config = Config(
@@ -236,14 +237,18 @@ class Connection:
     def _count(self, event_name: str, **_: object) -> None:
         operation = event_name.rsplit(".", 1)[-1]
         with self._lock:
-            for counter in self._run_counters:
+            for counter in self._run_counters or [self._unclaimed]:
                 counter[operation] += 1
 
     @contextmanager
     def counting(self, counter: Counter[str]) -> Iterator[Counter[str]]:
         """Count the requests sent inside the block into `counter` (one run's summary),
-        so a later run on the same connection starts from zero."""
+        so a later run on the same connection starts from zero. Requests sent while no
+        run was counting (finding the account for the default bucket name) go to the
+        next run, so a script's summary counts every request the script sent."""
         with self._lock:
+            counter.update(self._unclaimed)
+            self._unclaimed.clear()
             self._run_counters.append(counter)
         try:
             yield counter

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from helpers import count_calls, make_tree
@@ -24,3 +25,14 @@ def test_two_runs_on_one_connection_count_their_own_requests(
     frozen = dict(first.requests)
     s3common.restore(conn, "data", bucket=bucket, destination=str(tmp_path / "out"))
     assert dict(first.requests) == frozen  # a finished run's count no longer moves
+
+
+def test_requests_before_any_run_are_charged_to_the_next_run(
+    conn: Connection, s3: object, bucket: str, tmp_path: Path
+) -> None:
+    root = make_tree(tmp_path / "src", {"a.txt": b"a"})
+    s3common.backup(conn, str(root), bucket=bucket, prefix="data")
+    conn.client.list_buckets()  # between runs, e.g. while resolving the next bucket name
+    calls = count_calls(conn.client)
+    summary = s3common.backup(conn, str(root), bucket=bucket, prefix="data")
+    assert summary.requests == calls + Counter(ListBuckets=1)
