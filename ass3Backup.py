@@ -101,12 +101,11 @@ def main(argv: list[str] | None = None) -> int:
                 dry_run=args.dry_run,
                 rules=args.rules,
                 follow_symlinks=args.follow_symlinks,
+                keep_days=args.keep_days,
                 progress=progress,
             )
-        if args.keep_days and not args.dry_run:
-            s3common.set_retention(conn, bucket, prefix, args.keep_days)
-            if not (args.quiet or args.json):
-                print(f"versions of {prefix}/ expire {args.keep_days} days after replacement")
+        if args.keep_days and not (args.dry_run or args.quiet or args.json):
+            print(f"versions of {prefix}/ expire {args.keep_days} days after replacement")
         run = f" (run {summary.run_id})" if summary.run_id else ""
         line = f"{args.directory} -> s3://{bucket}/{prefix}/{run}: {summary.line()}"
         return s3common.finish(args, summary, line, bucket=bucket, prefix=prefix)

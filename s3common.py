@@ -4,17 +4,20 @@ The machinery lives in the `ass3` package, one module per stage, in the order da
 flows through a run. Lower modules never import higher ones.
 
     model        plain data and errors: LocalFile, RemoteObject, Step, Summary, exit codes
-    names        bucket names, backup names, which keys may become local paths
+    names        bucket names, backup names, which keys may become local paths,
+                 the names of a restore's temporary files
     plan         pure decisions: merge two sorted streams, plan transfers, ETag
                  arithmetic, deletion guards (no I/O; tested on literals)
-    records      run records: format, ids, and the pure rules for choosing a run,
-                 filling in versions and picking versions as of a time
+    records      run records: format, ids, the spool a run writes them through, and
+                 the pure rules for choosing a run, filling in versions and picking
+                 versions as of a time
     scan         the local side: os.walk-like traversal in key order, filters
-    files        checksums, safe placement of restored files, temp-file names
+    files        checksums, object metadata, safe placement of restored files
     cache        the local state cache (SQLite) that spares re-reading files
     s3errors     botocore errors turned into one line a user can act on
     connection   the boto3 session and client, request counting, transfer settings
-    remote       bucket setup and checks, listings, checksums held in S3
+    remote       bucket setup and checks, listings of objects and versions,
+                 versioning and lifecycle reads, checksums held in S3
     history      run records and object versions in S3, retention
     listings     --list: buckets, backups and their objects
     progress     progress bars on a terminal

@@ -41,6 +41,7 @@ def backup(
     dry_run: bool = False,
     rules: Iterable[tuple[str, str]] = (),
     follow_symlinks: bool = False,
+    keep_days: int | None = None,
     cache_path: str | None = None,
     progress: Progress | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
@@ -52,7 +53,8 @@ def backup(
     `deletion_refusal`. A run that changed anything ends by writing its run record.
     `dry_run` reports what would happen and writes nothing, in S3 or on disk. `rules`
     are ("exclude" | "include", pattern) pairs (see `Filters`); objects they leave
-    out are neither compared nor deleted.
+    out are neither compared nor deleted. `keep_days` sets how long replaced and
+    deleted versions of this backup are kept (a lifecycle rule), after the run.
     """
     started = time.monotonic()
     root = scan.check_directory(directory)
@@ -71,6 +73,8 @@ def backup(
         run.keep_in_record(extras, deleted)
         if run.changed_anything:
             history.record_run(conn, bucket, prefix, root, run.summary, run.record)
+        if keep_days and not dry_run:
+            history.set_retention(conn, bucket, prefix, keep_days)
     run.summary.seconds = time.monotonic() - started
     return run.summary
 
@@ -99,7 +103,7 @@ class _BackupRun:
         self.summary = Summary("would upload" if dry_run else "uploaded")
         self.scope = f"{conn.client.meta.endpoint_url}|{bucket}|{prefix}"
         self.report = scan.ScanReport()
-        self.record = RecordSpool()  # the run record's lines, in key order of arrival
+        self.record = RecordSpool()  # the run record's lines as outcomes arrive; sorted later
         self.cache: StateCache | None = None
         self.local_files: Counted[LocalFile] = Counted(())
         self.remote: Counted[RemoteObject] = Counted(())

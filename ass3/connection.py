@@ -156,11 +156,15 @@ class Connection:
             self.session = boto3.Session(
                 botocore_session=core, profile_name=profile, region_name=region
             )
-            max_attempts = core.get_config_variable("max_attempts")
         except ProfileNotFound as error:
-            raise Ass3Error(f"AWS profile {profile!r} not found in ~/.aws/config") from error
+            name = error.kwargs.get("profile", profile)
+            raise Ass3Error(f"AWS profile {name!r} not found in ~/.aws/config") from error
         if self.session.get_credentials() is None:
             raise Ass3Error(NO_CREDENTIALS_HELP)
+        try:
+            max_attempts = core.get_config_variable("max_attempts")
+        except ValueError as error:  # e.g. AWS_MAX_ATTEMPTS=abc
+            raise Ass3Error(f"invalid max_attempts setting: {error}") from error
         self.region = self.session.region_name or "us-east-1"
         self.endpoint_url = endpoint_url
         self.workers = workers
@@ -253,8 +257,8 @@ class Connection:
         try:
             yield counter
         finally:
-            with self._lock:
-                self._run_counters.remove(counter)
+            with self._lock:  # by identity: two runs' counters may be equal
+                self._run_counters = [kept for kept in self._run_counters if kept is not counter]
 
     def account_id(self) -> str | None:
         """The caller's account from STS, or None where the endpoint has no STS."""

@@ -54,7 +54,8 @@ def local_checksum(fileobj: BinaryIO, part_size: int | None) -> FileDigest:
 
 
 def same_file_state(before: os.stat_result, after: os.stat_result) -> bool:
-    """Whether two stats of one open file show it unchanged (size and mtime)."""
+    """Whether two stats of one file, before and after a read, show it unchanged
+    (size and mtime)."""
     return (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns)
 
 

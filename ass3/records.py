@@ -88,16 +88,20 @@ class RecordSpool:
     def __init__(self) -> None:
         # Lives as long as the run, not a block: closed by close(), or with the process.
         self._file = tempfile.TemporaryFile("w+", encoding="utf-8", newline="\n")  # noqa: SIM115
+        self._read_since_append = False
 
     def append(self, entry: RecordEntry) -> None:
         """Add a line at the end, wherever a reading of the spool left off."""
         version = entry.version_id or ""
-        self._file.seek(0, os.SEEK_END)
+        if self._read_since_append:  # seeking flushes: only after a read moved the position
+            self._file.seek(0, os.SEEK_END)
+            self._read_since_append = False
         self._file.write(f"{entry.rel}\t{entry.size}\t{entry.md5}\t{entry.etag}\t{version}\n")
 
     def __iter__(self) -> Iterator[RecordEntry]:
         self._file.flush()
         self._file.seek(0)
+        self._read_since_append = True
         for line in self._file:
             rel, size, md5, etag, version = line.rstrip("\n").split("\t")
             yield RecordEntry(rel, int(size), md5, etag, version or None)
@@ -120,7 +124,7 @@ def new_run_id(now: datetime | None = None) -> str:
 
 
 def run_time(run_id: str) -> datetime:
-    """When a run started, from its id."""
+    """When a run was recorded, from its id (taken as the run writes its record)."""
     return datetime.strptime(run_id.split("-", 1)[0], _RUN_TIME_FORMAT).replace(tzinfo=timezone.utc)
 
 

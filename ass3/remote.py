@@ -224,8 +224,8 @@ def iter_versions(conn: Connection, bucket: str, prefix: str) -> Iterator[Object
                     item["LastModified"],
                     item.get("IsLatest", False),
                     deleted=False,
-                    size=item["Size"],
-                    etag=item["ETag"].strip('"'),
+                    size=item.get("Size", 0),
+                    etag=item.get("ETag", "").strip('"'),
                 )
             for marker in page.get("DeleteMarkers", []):
                 yield ObjectVersion(

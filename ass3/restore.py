@@ -106,7 +106,8 @@ def _delete_local_extras(
         return
     for step in extras:
         assert isinstance(step.target, LocalFile)
-        log.info("%s %s (not in the backup)", "would delete" if dry_run else "delete", step.rel)
+        verb = "would delete" if dry_run else "delete"
+        log.info("%s %s (not in the backup)", verb, printable(step.rel))
         if dry_run:
             summary.deleted += 1
             continue

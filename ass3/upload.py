@@ -1,7 +1,9 @@
 """One file of a backup: compare it with its object, upload it, or refresh its metadata.
 
-Every upload reads the file once through one descriptor and checks that it did not
-change while it was read; S3 checks each body against the MD5 sent with it.
+A file below the multipart threshold is read once into memory, hashed and sent with
+its Content-MD5, so S3 checks the body. A bigger one is hashed part by part, then
+uploaded by s3transfer, which reads it again by path; a stat before and after tells
+whether it changed in between.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""The connection: each run's summary counts that run's requests and no other's."""
+"""The connection: each run's summary counts that run's requests, and no later run's."""
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from helpers import count_calls, make_tree
 
 import s3common
@@ -36,3 +37,38 @@ def test_requests_before_any_run_are_charged_to_the_next_run(
     calls = count_calls(conn.client)
     summary = s3common.backup(conn, str(root), bucket=bucket, prefix="data")
     assert summary.requests == calls + Counter(ListBuckets=1)
+
+
+def test_keep_days_requests_are_part_of_the_backups_count(
+    conn: Connection, s3: object, bucket: str, tmp_path: Path
+) -> None:
+    root = make_tree(tmp_path / "src", {"a.txt": b"a"})
+    summary = s3common.backup(conn, str(root), bucket=bucket, prefix="data", keep_days=30)
+    assert summary.requests["GetBucketLifecycleConfiguration"] == 1
+    assert summary.requests["PutBucketLifecycleConfiguration"] == 2  # bucket setup, then rule
+    assert s3common.retention_days(conn, bucket) == {"data": 30}
+
+
+def test_nested_runs_with_equal_counts_each_keep_their_own(conn: Connection, s3: object) -> None:
+    outer: Counter[str] = Counter()
+    inner: Counter[str] = Counter()
+    with conn.counting(outer):
+        with conn.counting(inner):
+            conn.client.list_buckets()  # the two counts are now equal
+        conn.client.list_buckets()
+    assert (outer, inner) == (Counter(ListBuckets=2), Counter(ListBuckets=1))
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("AWS_MAX_ATTEMPTS", "abc", "invalid max_attempts setting"),
+        ("AWS_PROFILE", "nosuch", "AWS profile 'nosuch' not found"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(s3common.Ass3Error, match=message):
+        Connection()
