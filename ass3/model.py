@@ -62,9 +62,13 @@ class LocalFile:
     mode: int
     ctime_ns: int = 0
     inode: int = 0
+    device: int = 0
+    followed: bool = False  # reached through a symlink (--follow-symlinks)
 
     @classmethod
-    def from_stat(cls, rel: str, path: str, st: os.stat_result) -> LocalFile:
+    def from_stat(
+        cls, rel: str, path: str, st: os.stat_result, *, followed: bool = False
+    ) -> LocalFile:
         return cls(
             rel,
             path,
@@ -73,6 +77,8 @@ class LocalFile:
             stat.S_IMODE(st.st_mode),
             st.st_ctime_ns,
             st.st_ino,
+            st.st_dev,
+            followed,
         )
 
 
@@ -167,6 +173,8 @@ class Summary:
     deleted: int = 0
     metadata_updated: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    # Done, but not as asked: e.g. a file that kept changing, backed up as it was read.
+    warnings: list[tuple[str, str]] = field(default_factory=list)
     requests: Counter[str] = field(default_factory=Counter)
     read_bytes: int = 0
     run_id: str | None = None  # the run record this run wrote
@@ -181,6 +189,11 @@ class Summary:
         """Count a file or object that failed and say so at once; the run goes on."""
         log.error("failed: %s: %s", printable(name), reason)
         self.failures.append((name, reason))
+
+    def warn(self, name: str, reason: str) -> None:
+        """Count a file that was handled, but not cleanly, and say so at once."""
+        log.warning("warning: %s: %s", printable(name), reason)
+        self.warnings.append((name, reason))
 
     def refuse_deletions(self, count: int, what: str, refusal: str | None) -> bool:
         """Report a deletion guard's refusal (the run then ends non-zero); True if refused."""
@@ -201,6 +214,7 @@ class Summary:
             "metadata_updated": self.metadata_updated,
             "failed": len(self.failures),
             "failures": [{"path": path, "reason": reason} for path, reason in self.failures],
+            "warnings": [{"path": path, "reason": reason} for path, reason in self.warnings],
             "read_bytes": self.read_bytes,
             "requests": dict(sorted(self.requests.items())),
             "seconds": round(self.seconds, 3),
@@ -218,6 +232,7 @@ class Summary:
             + (f"excluded {self.excluded}, " if self.excluded else "")
             + (f"metadata updated {self.metadata_updated}, " if self.metadata_updated else "")
             + (f"deleted {self.deleted}, " if self.deleted else "")
+            + (f"warned {len(self.warnings)}, " if self.warnings else "")
             + f"failed {len(self.failures)} "
             f"in {self.seconds:.1f}s ({requests} requests, {human_bytes(self.read_bytes)} read)"
         )

@@ -185,5 +185,5 @@ class _Walker:
         elif not stat.S_ISREG(st.st_mode):
             self.report.skipped.append((rel, "special file"))
         else:
-            return LocalFile.from_stat(rel, entry.path, st)
+            return LocalFile.from_stat(rel, entry.path, st, followed=entry.is_symlink())
         return None
