@@ -107,6 +107,8 @@ def _record(
     if progress:
         progress.finished(result)
     summary.read_bytes += result.read_bytes
+    if result.warning:
+        summary.warn(result.rel, result.warning)
     if result.transferred:
         summary.transferred += 1
         summary.transferred_bytes += result.size

@@ -39,6 +39,8 @@ SAME_SIZE = "same size"  # sizes match: the content must be compared before deci
 METADATA_CHANGED = "metadata changed"  # same content, new mode or mtime: object rewritten in S3
 UNCHANGED = "unchanged"  # the state cache vouches for it: nothing to read or send
 EXTRA = "extra"  # only the target has it: deleted with --delete, else left alone
+# A file that kept changing while it was read, backed up as read.
+CHANGING = "changed while being read; backed up as read, which may mix old and new content"
 
 
 class Ass3Error(Exception):
@@ -289,3 +291,4 @@ class Outcome:
     seen: Seen | None = None
     entry: RecordEntry | None = None
     metadata_updated: bool = False
+    warning: str | None = None  # done, but not cleanly: said in the summary
