@@ -72,6 +72,7 @@ from ass3.history import (
 )
 from ass3.listings import format_listing, list_backups
 from ass3.model import (
+    CHANGING,
     EXIT_FAILURES,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -109,6 +110,7 @@ from ass3.s3errors import describe_client_error
 from ass3.scan import IGNORE_FILE, Filters, ScanReport, check_directory, scan_tree
 
 __all__ = [
+    "CHANGING",
     "DEFAULT_MAX_ATTEMPTS",
     "EXIT_FAILURES",
     "EXIT_INTERRUPTED",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +27,8 @@ from botocore.exceptions import (
     ProfileNotFound,
 )
 from botocore.parsers import DEFAULT_TIMESTAMP_PARSER
+from s3transfer.futures import TransferFuture
+from s3transfer.subscribers import BaseSubscriber
 from s3transfer.utils import ChunksizeAdjuster
 
 if TYPE_CHECKING:  # the stubs are a development dependency only
@@ -47,6 +49,27 @@ MULTIPART_CHUNKSIZE = 8 * MiB
 
 DEFAULT_MAX_ATTEMPTS = 5
 BUCKET_ENV = "ASS3_BUCKET"
+
+
+class KnownTransfer(BaseSubscriber):
+    """Tells s3transfer the size (and, for a download, the ETag) already known.
+
+    For a download this spares s3transfer's own HeadObject and pins every ranged GET
+    to that ETag; for an upload from an open file it fixes the size at what was
+    hashed, so a file that shrank meanwhile cannot slip from multipart (whose parts
+    are checked before completion) to a single PUT. `TransferMeta.provide_*` are
+    s3transfer's own hooks for this, public in name but not in its documentation;
+    this is the one place the tool relies on them.
+    """
+
+    def __init__(self, size: int, etag: str | None = None) -> None:
+        self._size = size
+        self._etag = etag
+
+    def on_queued(self, future: TransferFuture, **_: object) -> None:
+        future.meta.provide_transfer_size(self._size)
+        if self._etag is not None:
+            future.meta.provide_object_etag(self._etag)
 
 
 def part_size_for(size: int, *, threshold: int, chunksize: int) -> int | None:
@@ -175,6 +198,7 @@ class Connection:
         self._unclaimed: Counter[str] = Counter()  # sent while no run was counting
         self._lock = threading.Lock()
         self._completed: dict[str, tuple[str | None, str | None]] = {}
+        self._completion_checks: dict[str, Callable[[], None]] = {}
         self.config = Config(
             region_name=self.region,
             # Workers send small files themselves; big files' parts use as many more.
@@ -220,6 +244,9 @@ class Connection:
         client.meta.events.register("before-send", self._count)
         client.meta.events.register("before-sign.s3.PutObject", _send_small_bodies_at_once)
         client.meta.events.register(
+            "before-parameter-build.s3.CompleteMultipartUpload", self._check_completion
+        )
+        client.meta.events.register(
             "after-call.s3.CompleteMultipartUpload", self._note_completed_upload
         )
         return client
@@ -232,6 +259,25 @@ class Connection:
                     parsed.get("ETag", "").strip('"') or None,
                     parsed.get("VersionId"),
                 )
+
+    @contextmanager
+    def completion_checked(self, key: str, check: Callable[[], None]) -> Iterator[None]:
+        """Run `check` just before the multipart upload of `key` is completed, inside the
+        block. An exception from it stops CompleteMultipartUpload; s3transfer then aborts
+        the upload, so no object (and no new version) ever holds those bytes."""
+        with self._lock:
+            self._completion_checks[key] = check
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._completion_checks.pop(key, None)
+
+    def _check_completion(self, params: Mapping[str, Any], **_: object) -> None:
+        with self._lock:
+            check = self._completion_checks.get(params.get("Key", ""))
+        if check is not None:
+            check()
 
     def completed_upload(self, key: str) -> tuple[str | None, str | None]:
         """ETag and VersionId of the multipart upload of `key` that just completed."""

@@ -12,14 +12,18 @@ import base64
 import hashlib
 import logging
 import os
-from typing import TYPE_CHECKING
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from s3transfer.manager import TransferManager
 
-from ass3 import files
-from ass3.connection import Connection, UploadArgs
-from ass3.files import local_checksum, object_metadata
+from ass3 import reading
+from ass3.connection import Connection, KnownTransfer, UploadArgs
+from ass3.files import READ_CHUNK, local_checksum, object_metadata
 from ass3.model import (
+    CHANGING,
     CONTENT_CHANGED,
     META_MD5,
     META_MODE,
@@ -36,7 +40,6 @@ from ass3.model import (
     RemoteObject,
     Seen,
     Step,
-    VersionArgs,
 )
 from ass3.names import MAX_KEY_BYTES
 from ass3.plan import metadata_may_have_changed, multipart_etag
@@ -48,50 +51,125 @@ if TYPE_CHECKING:
 log = logging.getLogger("ass3")
 
 
-def _upload_once(
-    conn: Connection, transfers: TransferManager, bucket: str, key: str, rel: str, path: str
-) -> tuple[Seen, str | None]:
-    """Upload the file as it is now: what was read, and the new object's version.
+@dataclass(frozen=True)
+class _Sent:
+    """An object this run wrote: what it holds, and what reading the file cost."""
 
-    FileProblem if the file changed while being read.
+    snapshot: LocalFile  # the file as opened
+    md5: str
+    etag: str
+    version_id: str | None
+    size: int
+    read_bytes: int
+    clean: bool  # False: the file changed while read; the object holds the bytes read
+
+
+def _upload(
+    conn: Connection,
+    transfers: TransferManager,
+    bucket: str,
+    key: str,
+    local: LocalFile,
+    *,
+    as_read: bool,
+) -> _Sent:
+    """Upload the file the scan found, reading it through one descriptor.
+
+    FileChanged if it changed while being read, and nothing is written then: a
+    multipart upload is stopped before it completes. With `as_read` the bytes read
+    are uploaded whatever happened meanwhile, under their own checksum.
     """
-    with open(path, "rb") as fileobj:
+    with reading.open_scanned(local) as fileobj:
         before = os.fstat(fileobj.fileno())
-        snapshot = LocalFile.from_stat(rel, path, before)
+        snapshot = LocalFile.from_stat(local.rel, local.path, before, followed=local.followed)
         part_size = conn.part_size_for(before.st_size)
         if part_size is None:
-            # Small file: the bytes hashed are the bytes sent, and S3 checks Content-MD5.
-            data = fileobj.read()
-            digest = FileDigest(hashlib.md5(data).hexdigest())
-            after = os.fstat(fileobj.fileno())
-            if not files.same_file_state(before, after) or len(data) != before.st_size:
-                raise FileProblem("changed while being read")
-            response = conn.client.put_object(
-                Bucket=bucket,
-                Key=key,
-                Body=data,
-                ContentMD5=base64.b64encode(bytes.fromhex(digest.md5)).decode(),
-                Metadata=object_metadata(digest, before),
-                **conn.storage.upload_args(),
-                **conn.owner_args(),
-            )
-            seen = Seen(snapshot, digest.md5, response["ETag"].strip('"'))
-            return seen, response.get("VersionId")
-        digest = local_checksum(fileobj, part_size)
+            return _put_small(conn, bucket, key, fileobj, before, snapshot, as_read=as_read)
+        if not as_read:
+            return _put_large(conn, transfers, bucket, key, fileobj, before, snapshot)
+        with tempfile.TemporaryFile() as copy:  # a snapshot that cannot change under us
+            shutil.copyfileobj(fileobj, copy, READ_CHUNK)
+            copy.flush()
+            frozen = os.fstat(copy.fileno())
+            copy.seek(0)
+            sent = _put_large(conn, transfers, bucket, key, copy, frozen, snapshot)
+            return replace(sent, read_bytes=sent.read_bytes + before.st_size, clean=False)
+
+
+def _put_small(
+    conn: Connection,
+    bucket: str,
+    key: str,
+    fileobj: BinaryIO,
+    before: os.stat_result,
+    snapshot: LocalFile,
+    *,
+    as_read: bool,
+) -> _Sent:
+    """One PutObject of the bytes read: the bytes hashed are the bytes sent, and S3
+    checks them against Content-MD5."""
+    data = fileobj.read()
+    clean = reading.unchanged(fileobj, before) and len(data) == before.st_size
+    if not (clean or as_read):
+        raise reading.FileChanged("changed while being read")
+    digest = FileDigest(hashlib.md5(data).hexdigest())
+    response = conn.client.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=data,
+        ContentMD5=base64.b64encode(bytes.fromhex(digest.md5)).decode(),
+        Metadata=object_metadata(digest, before),
+        **conn.storage.upload_args(),
+        **conn.owner_args(),
+    )
+    etag = response["ETag"].strip('"')
+    version_id = response.get("VersionId")
+    return _Sent(snapshot, digest.md5, etag, version_id, len(data), len(data), clean)
+
+
+def _put_large(
+    conn: Connection,
+    transfers: TransferManager,
+    bucket: str,
+    key: str,
+    fileobj: BinaryIO,
+    before: os.stat_result,
+    snapshot: LocalFile,
+) -> _Sent:
+    """Hash the file part by part, then upload it in parts through s3transfer from the
+    same descriptor; the parts sent are checked against the parts hashed before the
+    upload is completed, so a file that changed meanwhile leaves no object behind."""
+    part_size = conn.part_size_for(before.st_size)
+    assert part_size is not None
+    digest = local_checksum(fileobj, part_size)
+    if not reading.unchanged(fileobj, before):
+        raise reading.FileChanged("changed while being read")
+    fileobj.seek(0)
+    sent = reading.PartHashingReader(fileobj, part_size)
+    checked: list[bool] = []
+
+    def sent_as_hashed() -> None:
+        if not (sent.sent_matches(digest.part_md5s) and reading.unchanged(fileobj, before)):
+            raise reading.FileChanged("changed while being uploaded")
+        checked.append(True)
+
     extra_args = {
         "Metadata": object_metadata(digest, before),
         **conn.storage.upload_args(),
         **conn.owner_args(),
     }
-    transfers.upload(path, bucket, key, extra_args=extra_args).result()
+    source = cast("BinaryIO", sent)  # s3transfer needs only read, seek and tell
+    with conn.completion_checked(key, sent_as_hashed):
+        future = transfers.upload(
+            source, bucket, key, extra_args=extra_args, subscribers=[KnownTransfer(before.st_size)]
+        )
+        future.result()
     etag, version_id = conn.completed_upload(key)
-    if not files.same_file_state(before, os.stat(path)):
-        # The object may not match the md5 recorded with it: take that version back out
-        # (only it, so the previous good version is current again).
-        pinned: VersionArgs = {"VersionId": version_id} if version_id else {}
-        conn.client.delete_object(Bucket=bucket, Key=key, **pinned, **conn.owner_args())
-        raise FileProblem("changed while being uploaded")
-    return Seen(snapshot, digest.md5, etag or multipart_etag(digest.part_md5s)), version_id
+    if not checked:  # cannot happen while s3transfer completes every upload of this size
+        raise FileProblem("uploaded without its parts being checked; run again")
+    etag = etag or multipart_etag(digest.part_md5s)
+    size = before.st_size
+    return _Sent(snapshot, digest.md5, etag, version_id, size, 2 * size, clean=True)
 
 
 def _matched(
@@ -149,8 +227,9 @@ def backup_step(
     read_bytes = 0
     if reason == SAME_SIZE:
         assert isinstance(remote, RemoteObject)
-        with open(local.path, "rb") as fileobj:
-            snapshot = LocalFile.from_stat(local.rel, local.path, os.fstat(fileobj.fileno()))
+        with reading.open_scanned(local) as fileobj:
+            st = os.fstat(fileobj.fileno())
+            snapshot = LocalFile.from_stat(local.rel, local.path, st, followed=local.followed)
             digest = local_checksum(fileobj, conn.part_size_for(local.size))
         read_bytes = snapshot.size
         if content_matches(conn, bucket, remote, digest):
@@ -164,20 +243,23 @@ def backup_step(
             step.rel, transferred=True, size=local.size, reason=reason, read_bytes=read_bytes
         )
     try:
-        seen, version_id = _upload_once(conn, transfers, bucket, key, local.rel, local.path)
-    except FileProblem:  # changed while being read: once more, then report
-        seen, version_id = _upload_once(conn, transfers, bucket, key, local.rel, local.path)
-    size = seen.local.size
-    read_bytes += size * 2 if conn.part_size_for(size) else size
-    entry = RecordEntry(step.rel, size, seen.md5, seen.etag, version_id)
+        sent = _upload(conn, transfers, bucket, key, local, as_read=False)
+    except reading.FileChanged:  # once more; a file that never stops changing goes up as read
+        try:
+            sent = _upload(conn, transfers, bucket, key, local, as_read=False)
+        except reading.FileChanged:
+            sent = _upload(conn, transfers, bucket, key, local, as_read=True)
+    entry = RecordEntry(step.rel, sent.size, sent.md5, sent.etag, sent.version_id)
     return Outcome(
         step.rel,
         transferred=True,
-        size=size,
+        size=sent.size,
         reason=reason,
-        read_bytes=read_bytes,
-        seen=seen,
+        read_bytes=read_bytes + sent.read_bytes,
+        # A file caught changing is not cached: the next run reads it again.
+        seen=Seen(sent.snapshot, sent.md5, sent.etag) if sent.clean else None,
         entry=entry,
+        warning=None if sent.clean else CHANGING,
     )
 
 

@@ -468,22 +468,6 @@ def test_the_record_keeps_objects_the_run_did_not_look_at(
 
 
 @pytest.mark.slow
-def test_a_big_file_changing_during_upload_leaves_the_previous_version_current(
-    conn: Connection, s3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    root = tmp_path / "src"
-    good = os.urandom(6 * s3common.MiB)
-    set_tree(root, {"big": good})
-    back_up(conn, root, bucket)
-    (root / "big").write_bytes(os.urandom(6 * s3common.MiB))
-    monkeypatch.setattr("ass3.files.same_file_state", lambda before, after: False)
-    summary = s3common.backup(conn, str(root), bucket=bucket, prefix="data")
-    assert [reason for _, reason in summary.failures] == ["changed while being uploaded"]
-    assert s3.get_object(Bucket=bucket, Key="data/big")["Body"].read() == good
-    assert "DeleteMarkers" not in s3.list_object_versions(Bucket=bucket, Prefix="data/big")
-
-
-@pytest.mark.slow
 def test_restore_dry_run_into_a_new_folder_creates_nothing(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:

@@ -226,7 +226,7 @@ def test_symlinks_and_special_files_are_skipped(
     assert keys == {"data/a", "data/dir/b"}
 
 
-def test_file_changing_during_read_is_retried_then_reported(
+def test_file_changing_during_read_is_retried_then_backed_up_as_read(
     conn: Connection, s3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = make_tree(tmp_path / "src", {"busy": b"a" * 100, "calm": b"b"})
@@ -246,10 +246,11 @@ def test_file_changing_during_read_is_retried_then_reported(
 
     monkeypatch.setattr(os, "fstat", growing_fstat)
     summary = backup(conn, root, bucket)
-    assert summary.transferred == 1
-    assert summary.failures == [("busy", "changed while being read")]
-    keys = {item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix="data/")["Contents"]}
-    assert keys == {"data/calm"}
+    assert summary.transferred == 2 and summary.failures == []
+    assert summary.warnings == [("busy", s3common.CHANGING)]
+    stored = s3.get_object(Bucket=bucket, Key="data/busy")
+    assert stored["Body"].read() == b"a" * 100
+    assert stored["Metadata"]["md5"] == hashlib.md5(b"a" * 100).hexdigest()
 
 
 # --- Restore -------------------------------------------------------------------------------
