@@ -1,8 +1,11 @@
 """One file of a restore: fetch its object into a temporary file, verify, put in place.
 
 A file already at the destination is only ever replaced by a complete, verified one:
-the bytes go to a temporary file beside it, are checked against the run record's MD5
-(or the object's md5 metadata, or its ETag), and only then renamed over it.
+the bytes go to a temporary file beside it (`.ass3-NAME.RANDOM.part`, named for the
+file so that only the tool's own leftovers are ever taken for one), are checked against
+the run record's MD5 (or the object's md5 metadata, or its ETag), and only then renamed
+over it. Every step is made relative to the file's folder, opened without following a
+symlink (`files.folder_of`).
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from contextlib import suppress
 from typing import BinaryIO
@@ -21,7 +23,14 @@ from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
 from ass3.connection import Connection
-from ass3.files import READ_CHUNK, Placements, apply_metadata, local_checksum, prepare_folder
+from ass3.files import (
+    READ_CHUNK,
+    Placements,
+    apply_metadata,
+    create_temporary,
+    folder_of,
+    local_checksum,
+)
 from ass3.model import (
     CONTENT_CHANGED,
     META_MD5,
@@ -33,7 +42,6 @@ from ass3.model import (
     RemoteObject,
     Step,
 )
-from ass3.names import TEMP_PREFIX, TEMP_SUFFIX
 from ass3.plan import etag_matches
 from ass3.remote import content_matches
 
@@ -45,16 +53,18 @@ def _write_verified(
     transfers: TransferManager,
     bucket: str,
     remote: RemoteObject,
-    final: str,
+    folder: int,
+    name: str,
     placements: Placements,
 ) -> None:
-    """Download into a temporary file beside `final`; rename it into place once verified.
+    """Download into a temporary file beside `name` in the open `folder`; rename it into
+    place once verified.
 
-    A good file already at `final` is replaced only by a complete, verified one.
+    A good file already at `name` is replaced only by a complete, verified one. Every
+    step is relative to `folder`, so a symlink planted on the path meanwhile is never
+    followed.
     """
-    descriptor, temporary = tempfile.mkstemp(
-        dir=os.path.dirname(final), prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX
-    )
+    descriptor, temporary = create_temporary(folder, name)
     try:
         with os.fdopen(descriptor, "w+b") as out:
             part_size = conn.part_size_for(remote.size)
@@ -64,12 +74,12 @@ def _write_verified(
                 metadata, digest = _get_large(conn, transfers, bucket, remote, out, part_size)
             out.flush()
             os.fsync(out.fileno())
-        _verify(remote, metadata, digest)
-        apply_metadata(temporary, metadata)
-        placements.replace(temporary, final, remote.rel)
+            _verify(remote, metadata, digest)
+            apply_metadata(out.fileno(), metadata)
+        placements.replace(temporary, name, remote.rel, dir_fd=folder)
     except BaseException:
         with suppress(FileNotFoundError):
-            os.unlink(temporary)
+            os.unlink(temporary, dir_fd=folder)
         raise
 
 
@@ -150,13 +160,18 @@ def restore_step(
     transfers: TransferManager,
     bucket: str,
     root: str,
+    root_fd: int | None,
     step: Step,
     placements: Placements,
     *,
     dry_run: bool,
 ) -> Outcome:
     """Restore one planned file: compare a same-size local file by content first, then
-    download, verify and put the object in place (a broken-off body is tried once more)."""
+    download, verify and put the object in place (a broken-off body is tried once more).
+
+    `root_fd` is DESTINATION/NAME held open for the run (None in a dry run, which may
+    have no folder); the file's folder is reached from it, never through a symlink.
+    """
     remote = step.source
     assert isinstance(remote, RemoteObject)
     reason = step.reason
@@ -173,13 +188,14 @@ def restore_step(
         return Outcome(
             step.rel, transferred=True, size=remote.size, reason=reason, read_bytes=read_bytes
         )
-    folder = prepare_folder(root, step.rel)
-    final = os.path.join(folder, step.rel.rsplit("/", 1)[-1])
-    try:
-        _write_verified(conn, transfers, bucket, remote, final, placements)
-    except (ResponseStreamingError, ReadTimeoutError):
-        # The response broke off mid-body, which botocore does not retry: once more.
-        _write_verified(conn, transfers, bucket, remote, final, placements)
+    assert root_fd is not None
+    name = step.rel.rsplit("/", 1)[-1]
+    with folder_of(root_fd, root, step.rel, create=True) as folder:
+        try:
+            _write_verified(conn, transfers, bucket, remote, folder, name, placements)
+        except (ResponseStreamingError, ReadTimeoutError):
+            # The response broke off mid-body, which botocore does not retry: once more.
+            _write_verified(conn, transfers, bucket, remote, folder, name, placements)
     return Outcome(
         step.rel, transferred=True, size=remote.size, reason=reason, read_bytes=read_bytes
     )

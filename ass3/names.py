@@ -1,10 +1,11 @@
 """Names: which buckets S3 accepts, what a backup may be called, which keys may
-become local paths. Pure; every rule is applied before a request is made or a file
-is written.
+become local paths, what a restore's temporary files are called. Pure; every rule is
+applied before a request is made or a file is written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
@@ -91,10 +92,42 @@ def default_prefix(directory: str) -> str:
     return normalize_prefix(name)
 
 
-TEMP_PREFIX = ".ass3-"
+# A restore writes each file to a temporary beside it, named for the file it stands in
+# for: `.ass3-NAME.RANDOM.part`. The next restore removes one only when the name has
+# exactly this shape AND that folder's NAME is a file of the backup being restored: the
+# leftover of a killed run for that very file. Anything else is a user's file.
+TEMP_MARK = ".ass3-"
 TEMP_SUFFIX = ".part"
+TEMP_RANDOM_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
+TEMP_RANDOM_LENGTH = 8
+MAX_NAME_BYTES = 255  # of one path segment, on every common filesystem
+_TEMP_ROOM = MAX_NAME_BYTES - len(TEMP_MARK) - 1 - TEMP_RANDOM_LENGTH - len(TEMP_SUFFIX)
+_TEMPORARY = re.compile(
+    rf"{re.escape(TEMP_MARK)}(.+)\.[a-z0-9]{{{TEMP_RANDOM_LENGTH}}}{re.escape(TEMP_SUFFIX)}",
+    re.DOTALL,
+)
 
 
-def is_temporary_name(name: str) -> bool:
-    """A download in progress; one left by a killed restore is removed by the next."""
-    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
+def temporary_stem(name: str) -> str:
+    """What the temporary standing in for file `name` carries of its name: the name
+    itself, or (when that would not fit in 255 bytes) '#' and a digest of it."""
+    encoded = name.encode("utf-8", "surrogateescape")
+    if len(encoded) <= _TEMP_ROOM:
+        return name
+    return "#" + hashlib.sha256(encoded).hexdigest()[:32]
+
+
+def temporary_name(name: str, random_part: str) -> str:
+    """The name of a temporary standing in for file `name` in the same folder."""
+    return f"{TEMP_MARK}{temporary_stem(name)}.{random_part}{TEMP_SUFFIX}"
+
+
+def temporary_stem_of(name: str) -> str | None:
+    """The stem of a name `temporary_name` could have made, else None.
+
+    Only that exact shape counts (`.ass3-x1y2.part`, the shape of earlier versions, does
+    not). The shape alone proves nothing: a restore takes a file for its own leftover
+    only when the stem is that of a file of the backup in the same folder.
+    """
+    match = _TEMPORARY.fullmatch(name)
+    return match.group(1) if match else None

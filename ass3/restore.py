@@ -1,5 +1,10 @@
 """The restore: choose what to restore (current objects, a run's record, or
-versions as of a time), plan it against what is on disk, download, delete extras.
+versions as of a time), plan it against what is on disk, download, remove the
+leftovers of a killed restore, delete extras.
+
+Nothing is written or deleted through a symlink from DESTINATION/NAME down: that
+folder is checked, then held open for the run, and every file below it is reached
+from it one folder at a time (`files.folder_of`).
 """
 
 from __future__ import annotations
@@ -7,19 +12,22 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import suppress
+from contextlib import contextmanager
 from datetime import datetime
 
 from ass3 import history, remote
 from ass3.connection import Connection
 from ass3.download import restore_step
 from ass3.executor import Counted, execute
-from ass3.files import Placements
+from ass3.files import Placements, open_root, remove_below
 from ass3.listings import list_backups
 from ass3.model import (
+    EXTRA,
     Ass3Error,
+    FileProblem,
     LocalFile,
     Outcome,
     RemoteObject,
@@ -28,11 +36,12 @@ from ass3.model import (
     printable,
 )
 from ass3.names import (
-    is_temporary_name,
     normalize_prefix,
+    temporary_stem,
+    temporary_stem_of,
     unsafe_key_reason,
 )
-from ass3.plan import deletion_refusal, plan_transfers, split_extras
+from ass3.plan import deletion_refusal, plan_transfers
 from ass3.progress import Progress
 from ass3.records import choose_run, objects_of_run, old_run_refusal
 from ass3.remote import bucket_versioning
@@ -41,18 +50,53 @@ from ass3.scan import ScanReport, scan_tree
 log = logging.getLogger("ass3")
 
 
-def _local_files(root: str, *, tidy: bool) -> Iterator[LocalFile]:
-    """What already stands below the restore root; with `tidy`, leftovers of a killed
-    restore are removed."""
+def _local_files(root: str) -> Iterator[LocalFile]:
+    """What already stands below the restore root, temporaries included (see
+    `sort_local_only`); symlinks are skipped, never followed."""
     if not os.path.isdir(root):  # a dry run into a folder that is not there yet
         return
-    for entry in scan_tree(root, ScanReport()):
-        if not is_temporary_name(entry.rel.rsplit("/", 1)[-1]):
-            yield entry
-        elif tidy:
-            with suppress(FileNotFoundError):
-                os.unlink(entry.path)
-            log.info("removed %s (left by an interrupted restore)", printable(entry.path))
+    yield from scan_tree(root, ScanReport())
+
+
+def sort_local_only(
+    steps: Iterable[Step], extras: list[Step], leftovers: list[Step]
+) -> Iterator[Step]:
+    """Pass on the steps to transfer; set aside the files only the local side has.
+
+    A local-only file is a leftover of a killed restore when its name has the exact
+    shape of the tool's temporaries (`names.temporary_stem_of`) and the file it stands
+    in for is a file of this backup in the same folder; every other one, lookalikes
+    included, is an ordinary extra (deleted only with --delete, under its guards).
+
+    Steps come in key order, where everything below a folder is one contiguous run, so
+    only the file names of the folders on the current path are held, not the tree's.
+    """
+    # One frame per folder on the current path: its prefix, the temporary stems of the
+    # backup's files in it, and its local-only files named like temporaries.
+    path: list[tuple[str, set[str], list[tuple[Step, str]]]] = []
+
+    def leave() -> None:
+        _, stems, candidates = path.pop()
+        for step, stem in candidates:
+            (leftovers if stem in stems else extras).append(step)
+
+    for step in steps:
+        folder, _, name = step.rel.rpartition("/")
+        prefix = folder + "/" if folder else ""
+        while path and not prefix.startswith(path[-1][0]):
+            leave()
+        if not path or path[-1][0] != prefix:
+            path.append((prefix, set(), []))
+        _, stems, candidates = path[-1]
+        if step.reason != EXTRA:
+            stems.add(temporary_stem(name))
+            yield step
+        elif (stem := temporary_stem_of(name)) is not None:
+            candidates.append((step, stem))
+        else:
+            extras.append(step)
+    while path:
+        leave()
 
 
 def _restorable(objects: Iterable[RemoteObject], summary: Summary) -> Iterator[RemoteObject]:
@@ -98,22 +142,54 @@ def _restore_source(
     return objects_of_run(prefix, record)
 
 
-def _delete_local_extras(
-    summary: Summary, extras: list[Step], refusal: str | None, dry_run: bool
+def _remove_leftovers(
+    summary: Summary, leftovers: list[Step], root: str, root_fd: int | None
 ) -> None:
-    """Remove local files the restored tree does not have, unless a guard refused."""
+    """Remove the temporaries a killed restore left beside files of this backup."""
+    for step in leftovers:
+        assert isinstance(step.target, LocalFile)
+        if root_fd is not None:
+            try:
+                remove_below(root_fd, root, step.rel)
+            except FileNotFoundError:
+                continue
+            except FileProblem as error:
+                summary.warn(step.target.path, str(error))
+                continue
+            except OSError as error:
+                summary.warn(step.target.path, error.strerror or str(error))
+                continue
+        verb = "would remove" if root_fd is None else "removed"
+        log.info("%s %s (left by an interrupted restore)", verb, printable(step.target.path))
+
+
+def _delete_local_extras(
+    summary: Summary,
+    extras: list[Step],
+    refusal: str | None,
+    root: str,
+    root_fd: int | None,
+) -> None:
+    """Remove local files the restored tree does not have, unless a guard refused.
+
+    Each is removed relative to DESTINATION/NAME held open since the start, one folder
+    at a time and never through a symlink, even one planted after the scan. No
+    `root_fd` means a dry run: only said.
+    """
     if summary.refuse_deletions(len(extras), "files", refusal):
         return
     for step in extras:
         assert isinstance(step.target, LocalFile)
-        verb = "would delete" if dry_run else "delete"
+        verb = "would delete" if root_fd is None else "delete"
         log.info("%s %s (not in the backup)", verb, printable(step.rel))
-        if dry_run:
+        if root_fd is None:
             summary.deleted += 1
             continue
         try:
-            os.unlink(step.target.path)
+            remove_below(root_fd, root, step.rel)
             summary.deleted += 1
+        except FileProblem as error:
+            summary.fail(step.target.path, str(error))
         except OSError as error:
             summary.fail(step.target.path, error.strerror or str(error))
 
@@ -139,42 +215,53 @@ def restore(
     recorded run saw it, each file fetched by its version. With `delete`, local
     files the tree does not have are removed (guarded like backup's deletions).
     `dry_run` reports what would happen and writes nothing.
+
+    DESTINATION is the user's choice and may be, or pass through, a symlink (`--dest
+    /data` where /data links to a mounted disk). DESTINATION/NAME must be a real
+    folder: a symlink or a file there stops the run before anything is written or
+    deleted, and nothing below it is ever written or deleted through a symlink.
+    Temporaries a killed restore left beside files of this backup are removed; files
+    that merely look like them are the user's (see `sort_local_only`).
     """
     started = time.monotonic()
     prefix = normalize_prefix(name)
     destination = os.path.abspath(destination)
     if os.path.exists(destination) and not os.path.isdir(destination):
         raise Ass3Error(f"{destination}: not a directory")
+    root = os.path.join(destination, prefix)
+    _refuse_unsafe_root(root)  # at once, before any request
     summary = Summary("would download" if dry_run else "downloaded")
     with conn.counting(summary.requests):
         source = _restore_source(conn, bucket, prefix, run_id, as_of, summary)
         objects = _first_or_explain(conn, bucket, prefix, source, summary.method)
-        root = _restore_root(destination, prefix, dry_run=dry_run)
-        extras: list[Step] = []
-        local_files = Counted(_local_files(root, tidy=not dry_run))
-        restorable = Counted(_restorable(objects, summary))
-        placements = Placements()
-        steps = plan_transfers(restorable, local_files)
-        execute(
-            conn,
-            split_extras(steps, extras),
-            lambda step, transfers: restore_step(
-                conn, transfers, bucket, root, step, placements, dry_run=dry_run
-            ),
-            summary,
-            on_outcome,
-            progress=progress,
-        )
-        if delete:
-            refusal = deletion_refusal(
-                len(extras),
-                local_files.count,
-                source_files=restorable.count,
-                complete=not summary.failures,
-                max_delete=max_delete,
-                force=force,
+        with _opened_root(destination, prefix, dry_run=dry_run) as root_fd:
+            extras: list[Step] = []
+            leftovers: list[Step] = []
+            local_files = Counted(_local_files(root))
+            restorable = Counted(_restorable(objects, summary))
+            placements = Placements()
+            steps = plan_transfers(restorable, local_files)
+            execute(
+                conn,
+                sort_local_only(steps, extras, leftovers),
+                lambda step, transfers: restore_step(
+                    conn, transfers, bucket, root, root_fd, step, placements, dry_run=dry_run
+                ),
+                summary,
+                on_outcome,
+                progress=progress,
             )
-            _delete_local_extras(summary, extras, refusal, dry_run)
+            _remove_leftovers(summary, leftovers, root, root_fd)
+            if delete:
+                refusal = deletion_refusal(
+                    len(extras),
+                    local_files.count - len(leftovers),
+                    source_files=restorable.count,
+                    complete=not summary.failures,
+                    max_delete=max_delete,
+                    force=force,
+                )
+                _delete_local_extras(summary, extras, refusal, root, root_fd)
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -193,12 +280,49 @@ def _first_or_explain(
     raise Ass3Error(f"no backup named {prefix!r} in s3://{bucket}; {known}")
 
 
-def _restore_root(destination: str, prefix: str, *, dry_run: bool) -> str:
-    """DESTINATION/NAME, created unless this is a dry run."""
+def _root_problem(root: str) -> str | None:
+    """Why DESTINATION/NAME cannot be restored into, or None (a real folder, or nothing)."""
+    try:
+        st = os.lstat(root)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        return f"cannot use {root}: {error.strerror}"
+    if stat.S_ISLNK(st.st_mode):
+        return (
+            f"{root} is a symlink; restore writes only into a real folder, never through "
+            "a link (remove the link, or pass the folder it points to as --dest)"
+        )
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{root} is not a folder; move it away or restore with another --dest"
+    return None
+
+
+def _refuse_unsafe_root(root: str) -> None:
+    problem = _root_problem(root)
+    if problem:
+        raise Ass3Error(problem)
+
+
+@contextmanager
+def _opened_root(destination: str, prefix: str, *, dry_run: bool) -> Iterator[int | None]:
+    """DESTINATION/NAME, created and held open for the run; None in a dry run.
+
+    Held open, it stays the folder that was checked: every write and deletion is made
+    relative to it, so a link swapped in at DESTINATION/NAME later redirects nothing.
+    """
+    if dry_run:
+        yield None
+        return
     root = os.path.join(destination, prefix)
-    if not dry_run:
-        try:
-            os.makedirs(root, exist_ok=True)
-        except OSError as error:
-            raise Ass3Error(f"cannot create {root}: {error.strerror}") from error
-    return root
+    try:
+        os.makedirs(destination, exist_ok=True)
+        root_fd = open_root(destination, prefix, create=True)
+    except FileProblem as error:  # became a link or a file since the first check
+        raise Ass3Error(_root_problem(root) or str(error)) from error
+    except OSError as error:
+        raise Ass3Error(f"cannot create {root}: {error.strerror}") from error
+    try:
+        yield root_fd
+    finally:
+        os.close(root_fd)

@@ -169,7 +169,7 @@ def test_stale_temporary_files_of_a_killed_restore_are_removed(
 ) -> None:
     s3.create_bucket(Bucket=bucket)
     s3.put_object(Bucket=bucket, Key="data/sub/a", Body=b"a")
-    make_tree(tmp_path / "data", {"sub/.ass3-x1y2.part": b"half", "sub/.ass3-notes": b"mine"})
+    make_tree(tmp_path / "data", {"sub/.ass3-a.x1y2z3w4.part": b"half", "sub/.ass3-notes": b"mine"})
     s3common.restore(conn, "data", bucket=bucket, destination=str(tmp_path))
     assert read_tree(tmp_path) == {"data/sub/a": b"a", "data/sub/.ass3-notes": b"mine"}
 
