@@ -1,6 +1,6 @@
 """What both scripts share on the command line: argument groups, connecting,
-printing results, and `run_main`, the one place errors become one line and an exit
-code.
+printing results, and `run_main`, the one place errors, bugs and stop signals become
+one line and an exit code.
 """
 
 from __future__ import annotations
@@ -9,8 +9,12 @@ import argparse
 import json
 import logging
 import re
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 from ass3.connection import (
@@ -23,7 +27,7 @@ from ass3.connection import (
 )
 from ass3.history import format_runs, runs
 from ass3.listings import format_listing, listing
-from ass3.model import EXIT_INTERRUPTED, EXIT_OK, Ass3Error, Summary
+from ass3.model import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, Ass3Error, Summary, printable
 from ass3.names import validate_bucket_name
 from ass3.plan import DEFAULT_MAX_DELETE
 from ass3.progress import Progress
@@ -75,11 +79,17 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_WORKERS,
         help=f"files transferred in parallel (default: {DEFAULT_WORKERS})",
     )
-    output = parser.add_argument_group("output").add_mutually_exclusive_group()
+    output_group = parser.add_argument_group("output")
+    output = output_group.add_mutually_exclusive_group()
     output.add_argument(
         "-v", "--verbose", action="store_true", help="print each file acted on, with the reason"
     )
     output.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    output_group.add_argument(
+        "--debug",
+        action="store_true",
+        help="on an internal error (a bug), print its full traceback, for a bug report",
+    )
     parser.add_argument(
         "--json",
         action="store_true",
@@ -177,10 +187,68 @@ def finish(args: argparse.Namespace, summary: Summary, line: str, **details: Any
     return summary.exit_code
 
 
+class Interrupted(KeyboardInterrupt):
+    """A stop signal other than Ctrl-C (SIGTERM, SIGHUP), raised in the main thread as
+    Ctrl-C raises KeyboardInterrupt, so the same path runs: queued steps are dropped and
+    the transfers in flight cancelled, which aborts their multipart uploads."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+# SIGTERM: systemd stopping a service, `docker stop`, `timeout`, a plain `kill`.
+# SIGHUP: the terminal or SSH session went away. (Windows has neither of the second.)
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+@contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGHUP interrupt it as Ctrl-C does; the
+    handlers the caller had are put back after.
+
+    Only the main thread may set handlers: elsewhere this does nothing. A signal the
+    caller ignores stays ignored (`nohup` ignores SIGHUP). Only the first signal
+    interrupts: another one while the run cleans up (systemd can send SIGHUP right
+    after SIGTERM) must not cut short the aborts of its multipart uploads. SIGKILL stays
+    the way to stop at once, and a second Ctrl-C still interrupts as it always did.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stopping: list[int] = []
+
+    def interrupt(signum: int, _frame: FrameType | None) -> None:
+        if not stopping:
+            stopping.append(signum)
+            raise Interrupted(signum)
+
+    previous: dict[int, Any] = {}
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) != signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, interrupt)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            # None: a handler set outside Python, which cannot be put back; the default.
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
 def run_main(program: str, args: argparse.Namespace, body: Callable[[], int]) -> int:
     """Run a script's body: log to stderr, turn errors into one line and an exit code.
 
-    With --json an error that stops the run is also a JSON document on stdout.
+    Ass3Error: its message and code (2). Ctrl-C: 130; SIGTERM or SIGHUP: 128 + the
+    signal's number, after the same clean-up as Ctrl-C. Any other exception is a bug:
+    one line and EXIT_INTERNAL, never 1, which means "some files failed" (a bug in a
+    worker thread reaches here too, through the step's future); --debug adds the
+    traceback. With --json an error that stops the run is also a JSON document on stdout.
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -195,13 +263,25 @@ def run_main(program: str, args: argparse.Namespace, body: Callable[[], int]) ->
     log.setLevel(handler.level)
     log.propagate = False
     try:
-        return body()
+        with stop_signals_interrupt():
+            return body()
     except Ass3Error as error:
         log.error("%s: error: %s", program, error)
         code, message = error.exit_code, str(error)
-    except KeyboardInterrupt:
-        log.error("%s: interrupted", program)
-        code, message = EXIT_INTERRUPTED, "interrupted"
+    except KeyboardInterrupt as interruption:
+        if isinstance(interruption, Interrupted):
+            code, message = 128 + interruption.signum, f"interrupted ({interruption.name})"
+        else:
+            code, message = EXIT_INTERRUPTED, "interrupted"
+        log.error("%s: %s", program, message)
+    except Exception as error:
+        text = printable(" ".join(str(error).splitlines()))
+        message = f"internal error: {type(error).__name__}: {text}".rstrip(": ")
+        if getattr(args, "debug", False):
+            log.error("%s: %s", program, message, exc_info=error)
+        else:
+            log.error("%s: %s (run with --debug for the traceback)", program, message)
+        code = EXIT_INTERNAL
     finally:
         log.removeHandler(handler)
         log.setLevel(saved[0])

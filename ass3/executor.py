@@ -48,6 +48,9 @@ def execute(
     stays flat. Big files go through one shared s3transfer manager. On Ctrl-C the
     queued steps are dropped and the manager cancels the transfers in flight, which
     aborts their multipart uploads, so an interrupted run leaves no parts behind.
+    An exception `guarded` does not expect (a bug) is not one file's failure: it
+    reaches this thread through the step's future and stops the run the same way,
+    for `run_main` to report as an internal error.
     """
 
     def guarded(step: Step) -> Outcome | tuple[Step, str]:

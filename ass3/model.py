@@ -21,7 +21,11 @@ log = logging.getLogger("ass3")
 EXIT_OK = 0
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+# A bug: an exception nothing expected. EX_SOFTWARE of sysexits.h ("internal software
+# error"), so a script can tell a crash from files that failed (1) or a bad setting (2);
+# it is below 126, where shells and signals (128 + n) have their own meanings.
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130  # Ctrl-C; SIGTERM and SIGHUP give 128 + their number as well
 
 MiB = 1024 * 1024
 
