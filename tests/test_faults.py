@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import http.client
 import os
 import re
 import signal
@@ -27,8 +28,10 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError, ConnectionClosedError
 from botocore.retries.standard import ExponentialBackoff
 from helpers import PROJECT, count_calls, make_tree, read_tree, run_script
+from moto.moto_server.werkzeug_app import MotoRequestHandler
 from moto.s3.models import s3_backends
 from urllib3.exceptions import ProtocolError
+from werkzeug.serving import ThreadedWSGIServer
 
 import ass3Backup
 import s3common
@@ -551,6 +554,69 @@ def wait_until(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float
     assert proc.poll() is None, f"finished before the fault: {proc.communicate()}"
 
 
+class ToolConnections:
+    """The moto server's connections that may carry the tool's requests, seen from the
+    server's side: each counts from its accept until the server is done with it, unless
+    its first request comes from another client (the tool's User-Agent names ass3)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._open: set[Any] = set()
+        self._lock = threading.Lock()
+        process_request = ThreadedWSGIServer.process_request
+        finish_request = ThreadedWSGIServer.finish_request
+        run_wsgi = MotoRequestHandler.run_wsgi
+
+        def accepted(server: Any, request: Any, client_address: Any) -> None:
+            with self._lock:  # in the accepting thread, before the handler's starts
+                self._open.add(request)
+            process_request(server, request, client_address)
+
+        def handled(server: Any, request: Any, client_address: Any) -> None:
+            try:
+                finish_request(server, request, client_address)
+            finally:
+                self._forget(request)
+
+        def identified(handler: Any) -> None:
+            if "ass3" not in (handler.headers.get("User-Agent") or ""):
+                self._forget(handler.request)
+            run_wsgi(handler)
+
+        monkeypatch.setattr(ThreadedWSGIServer, "process_request", accepted)
+        monkeypatch.setattr(ThreadedWSGIServer, "finish_request", handled)
+        monkeypatch.setattr(MotoRequestHandler, "run_wsgi", identified)
+
+    def _forget(self, request: Any) -> None:
+        with self._lock:
+            self._open.discard(request)
+
+    def wait_closed(self, endpoint: str, timeout: float = 30) -> None:
+        """Wait until the server is done with every connection of a killed script, so a
+        request it was still handling has landed (or been dropped) for good.
+
+        A request on a new connection goes first: the server accepts connections in
+        order, so once it is answered, any the script opened have been accepted.
+        """
+        probe = http.client.HTTPConnection(endpoint.split("://", 1)[1], timeout=timeout)
+        try:
+            probe.request("GET", "/")
+            probe.getresponse().read()
+        finally:
+            probe.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if not self._open:
+                    return
+            assert time.monotonic() < deadline, "the server kept a connection of the script open"
+            time.sleep(0.01)
+
+
+@pytest.fixture
+def tool_connections(monkeypatch: pytest.MonkeyPatch) -> ToolConnections:
+    return ToolConnections(monkeypatch)
+
+
 def object_count(client: Any, bucket: str) -> int:
     try:
         return client.list_objects_v2(Bucket=bucket, Prefix="data/").get("KeyCount", 0)
@@ -569,7 +635,11 @@ def many_files() -> dict[str, bytes]:
 
 
 def test_kill_9_during_backup_then_rerun_sends_exactly_the_rest(
-    tmp_path: Path, bucket: str, script_env: dict[str, str], server: Any
+    tmp_path: Path,
+    bucket: str,
+    script_env: dict[str, str],
+    server: Any,
+    tool_connections: ToolConnections,
 ) -> None:
     files = many_files()
     make_tree(tmp_path / "data", files)
@@ -580,7 +650,7 @@ def test_kill_9_during_backup_then_rerun_sends_exactly_the_rest(
     finally:
         proc.kill()
         proc.communicate()
-    time.sleep(0.5)  # a request the server was still handling lands
+    tool_connections.wait_closed(server.meta.endpoint_url)  # a request in flight lands first
     partial = stored(server, bucket)
     assert 30 <= len(partial) < MANY
     # Whatever made it is whole: S3 writes objects all or nothing.
