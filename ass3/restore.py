@@ -160,7 +160,8 @@ def _remove_leftovers(
                 summary.warn(step.target.path, error.strerror or str(error))
                 continue
         verb = "would remove" if root_fd is None else "removed"
-        log.info("%s %s (left by an interrupted restore)", verb, printable(step.target.path))
+        # Said without -v: the tool deleted a file, and the user should know which.
+        log.warning("%s %s (left by an interrupted restore)", verb, printable(step.target.path))
 
 
 def _delete_local_extras(
