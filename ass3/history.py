@@ -7,24 +7,37 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-from collections.abc import Iterable
-from datetime import datetime
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ass3.connection import Connection
-from ass3.model import Ass3Error, RecordEntry, RemoteObject, Summary, human_bytes, plural
+from ass3.model import (
+    Ass3Error,
+    RecordEntry,
+    RemoteObject,
+    Summary,
+    human_bytes,
+    plural,
+    printable,
+)
 from ass3.names import normalize_prefix
 from ass3.records import (
-    RECORD_SUFFIX,
     RUNS_PREFIX,
+    BadRecord,
     KnownVersions,
     RunRecord,
+    fallback_order,
+    is_run_id,
     new_run_id,
     newest_versions_at,
+    read_record,
     record_files,
     record_key,
+    record_refusal,
+    screen_listing,
     versions_by_content,
     versions_missing,
 )
@@ -37,33 +50,118 @@ if TYPE_CHECKING:
 log = logging.getLogger("ass3")
 
 
-def list_run_ids(conn: Connection, bucket: str, prefix: str) -> list[str]:
-    """The runs recorded for a backup, oldest first."""
+# Read a record's body this much at a time, inflating as it comes.
+_READ_CHUNK = 1024 * 1024
+
+
+# How many names a warning about stray objects shows.
+_STRAYS_SHOWN = 10
+
+
+def list_run_ids(conn: Connection, bucket: str, prefix: str, *, warn: bool = True) -> list[str]:
+    """The runs recorded for a backup whose records may be read, oldest first.
+
+    Objects that are not RUN_ID.json.gz are left out, with one warning naming them,
+    and so are records dated too far ahead or too big to fetch, with one warning each
+    (see `records.screen_listing`); `warn=False` leaves the warnings out, for a caller
+    that names its run itself. `run_time` reads every id this returns.
+    """
     listing = f"{RUNS_PREFIX}/{prefix}/"
     paginator = conn.client.get_paginator("list_objects_v2")
-    run_ids = []
+    found = []
     with fatal_errors("ListObjectsV2", bucket):
         for page in paginator.paginate(Bucket=bucket, Prefix=listing, **conn.owner_args()):
             for item in page.get("Contents", []):
-                name = item["Key"][len(listing) :]
-                if name.endswith(RECORD_SUFFIX) and "/" not in name:
-                    run_ids.append(name[: -len(RECORD_SUFFIX)])
-    return sorted(run_ids)
+                found.append((item["Key"][len(listing) :], item.get("Size", 0)))
+    screened = screen_listing(found, datetime.now(timezone.utc))
+    if not warn:
+        return screened.run_ids
+    if screened.strays:
+        shown = ", ".join(repr(printable(name)) for name in screened.strays[:_STRAYS_SHOWN])
+        more = len(screened.strays) - _STRAYS_SHOWN
+        log.warning(
+            "warning: ignored %s in s3://%s/%s that %s not run records: %s%s",
+            plural(len(screened.strays), "object"),
+            bucket,
+            printable(listing),
+            "is" if len(screened.strays) == 1 else "are",
+            shown,
+            f" and {more} more" if more > 0 else "",
+        )
+    for run_id, reason in screened.refused:
+        _warn_skipped(prefix, run_id, reason)
+    return screened.run_ids
+
+
+def _warn_skipped(prefix: str, run_id: str, reason: str) -> None:
+    log.warning("warning: skipped run record %s of %r: %s", run_id, prefix, reason)
 
 
 def load_record(conn: Connection, bucket: str, prefix: str, run_id: str) -> RunRecord:
-    """One run record, read and parsed; Ass3Error naming the latest runs if it is missing."""
+    """The record of run `run_id`, as --run names it. Ass3Error, one line, when there is
+    no such run or its record must not be used (see `records.read_record`)."""
+    if not is_run_id(run_id):
+        raise Ass3Error(
+            f"run record {printable(run_id)!r}: not a run id; see --runs for the runs of {prefix!r}"
+        )
+    try:
+        return _fetch_record(conn, bucket, prefix, run_id)
+    except BadRecord as error:
+        key = record_key(prefix, run_id)
+        raise Ass3Error(f"run record s3://{bucket}/{key} is unusable: {error}") from None
+
+
+def _fetch_record(conn: Connection, bucket: str, prefix: str, run_id: str) -> RunRecord:
+    """One run record, read and checked. BadRecord when it must not be used; Ass3Error
+    when S3 cannot give it (missing, denied, the connection lost)."""
     key = record_key(prefix, run_id)
     try:
-        body = conn.client.get_object(Bucket=bucket, Key=key, **conn.owner_args())["Body"].read()
-        return RunRecord.from_bytes(body)
+        response = conn.client.get_object(Bucket=bucket, Key=key, **conn.owner_args())
     except ClientError as error:
         if error_code(error) in ("NoSuchKey", "404"):
-            known = ", ".join(list_run_ids(conn, bucket, prefix)[-5:]) or "none"
+            known = ", ".join(list_run_ids(conn, bucket, prefix, warn=False)[-5:]) or "none"
             raise Ass3Error(f"no run {run_id!r} of backup {prefix!r}; latest: {known}") from error
         raise Ass3Error(describe_client_error(error, "GetObject", bucket)) from error
-    except (BotoCoreError, OSError, ValueError, KeyError, TypeError) as error:
-        raise Ass3Error(f"run record s3://{bucket}/{key} is unreadable: {error}") from error
+    except BotoCoreError as error:
+        raise Ass3Error(describe_client_error(error, "GetObject", bucket)) from error
+    body = response["Body"]
+    try:
+        size, now = response.get("ContentLength"), datetime.now(timezone.utc)
+        refusal = record_refusal(run_id, size=size, now=now)  # before reading a byte of it
+        if refusal:
+            raise BadRecord(refusal)
+        return read_record(body.iter_chunks(_READ_CHUNK), run_id)
+    except (BotoCoreError, OSError) as error:  # the connection lost while reading
+        raise Ass3Error(f"run record s3://{bucket}/{key} could not be read: {error}") from error
+    finally:
+        body.close()
+
+
+def _newest_good_record(
+    conn: Connection, bucket: str, prefix: str, run_ids: Iterable[str]
+) -> RunRecord | None:
+    """The record of the first of `run_ids` that is good; each bad one before it is
+    skipped with one warning line."""
+    for run_id in run_ids:
+        try:
+            return _fetch_record(conn, bucket, prefix, run_id)
+        except BadRecord as error:
+            _warn_skipped(prefix, run_id, str(error))
+    return None
+
+
+def record_as_of(
+    conn: Connection, bucket: str, prefix: str, run_ids: Sequence[str], chosen: str
+) -> RunRecord:
+    """The record a restore as of a time uses, `chosen` having been picked by time
+    from `run_ids`: its own, or if it is bad, the newest good one before it."""
+    record = _newest_good_record(conn, bucket, prefix, fallback_order(run_ids, chosen))
+    if record is None:
+        raise Ass3Error(
+            f"no usable run record of {prefix!r} at or before run {chosen} "
+            "(each was skipped, see the warnings above)"
+        )
+    return record
 
 
 def record_run(
@@ -122,15 +220,22 @@ def _versioning_for_record(conn: Connection, bucket: str) -> bool:
     return versioned
 
 
+# How many of the newest records a backup tries for the versions it did not write.
+# They only spare a ListObjectVersions pass, so a run of planted bad records costs at
+# most this many requests and warnings, then that pass.
+_PREVIOUS_TRIED = 3
+
+
 def _previous_versions(conn: Connection, bucket: str, prefix: str) -> KnownVersions:
-    """The versions the latest run record names; none if there is none or it is unreadable."""
+    """The versions the newest good run record names (bad ones skipped with a warning);
+    none if there is none or S3 cannot give it: ListObjectVersions fills in."""
     run_ids = list_run_ids(conn, bucket, prefix)
-    if not run_ids:
-        return {}
     try:
-        return versions_by_content(load_record(conn, bucket, prefix, run_ids[-1]))
+        newest_first = list(reversed(run_ids))[:_PREVIOUS_TRIED]
+        record = _newest_good_record(conn, bucket, prefix, newest_first)
     except Ass3Error:
         return {}
+    return versions_by_content(record) if record else {}
 
 
 def _current_versions(conn: Connection, bucket: str, prefix: str) -> KnownVersions:
@@ -158,7 +263,11 @@ def runs(conn: Connection, bucket: str, prefix: str) -> list[dict[str, Any]]:
         raise Ass3Error(f"backup {prefix!r} in s3://{bucket} has no run records")
     result = []
     for run_id in run_ids:
-        record = load_record(conn, bucket, prefix, run_id)
+        # A bad record is left out, with a warning: what --runs shows (and --json
+        # gives a script) is only runs a restore can use.
+        record = _newest_good_record(conn, bucket, prefix, [run_id])
+        if record is None:
+            continue
         result.append(
             {
                 "run_id": run_id,
@@ -171,6 +280,11 @@ def runs(conn: Connection, bucket: str, prefix: str) -> list[dict[str, Any]]:
                 "failed": record.failed,
                 "versioned": record.versioned,
             }
+        )
+    if not result:
+        raise Ass3Error(
+            f"backup {prefix!r} in s3://{bucket} has no usable run records "
+            "(each was skipped, see the warnings above)"
         )
     return result
 
