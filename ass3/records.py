@@ -21,10 +21,8 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
+from functools import cache
 from typing import Any
-
-# No stubs are installed for jsonschema: its names are typed Any here.
-from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators  # type: ignore[import-untyped]
 
 from ass3.model import (
     Ass3Error,
@@ -103,8 +101,6 @@ RECORD_SCHEMA: dict[str, Any] = {
     },
 }
 
-_FORMATS = FormatChecker(formats=())
-
 
 def _restorable_key(value: object) -> bool:
     """A record's name must be one restore would turn into a file (`unsafe_key_reason`)."""
@@ -123,15 +119,27 @@ def _restorable_key(value: object) -> bool:
     return True
 
 
-_FORMATS.checks("ass3-key", raises=ValueError)(_restorable_key)
+@cache
+def _validator() -> Any:
+    """The validator of RECORD_SCHEMA. Built on first use: importing jsonschema takes
+    about 80 ms, which a run that reads no record (a no-change backup) never pays."""
+    # No stubs are installed for jsonschema: its names are typed Any here.
+    from jsonschema import (  # type: ignore[import-untyped]
+        Draft202012Validator,
+        FormatChecker,
+        validators,
+    )
+
+    formats = FormatChecker(formats=())
+    formats.checks("ass3-key", raises=ValueError)(_restorable_key)
+    # JSON Schema counts 3.0 as an integer; a record never holds one.
+    types = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    strict = validators.extend(Draft202012Validator, type_checker=types)
+    return strict(RECORD_SCHEMA, format_checker=formats)
 
 
-# JSON Schema counts 3.0 as an integer; a record never holds one.
-_TYPES = Draft202012Validator.TYPE_CHECKER.redefine(
-    "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
-)
-_RecordValidator = validators.extend(Draft202012Validator, type_checker=_TYPES)
-_VALIDATOR = _RecordValidator(RECORD_SCHEMA, format_checker=_FORMATS)
 _RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
@@ -256,7 +264,7 @@ def read_record(chunks: Iterable[bytes], run_id: str) -> RunRecord:
     restore may write), the run it names being `run_id`, lines in key order as the
     restore's merge needs them. BadRecord says what is wrong."""
     document = _parse(inflate(chunks))
-    error = next(_VALIDATOR.iter_errors(document), None)
+    error = next(_validator().iter_errors(document), None)
     if error is not None:
         raise BadRecord(_describe(error))
     if document["run"] != run_id:
@@ -270,8 +278,9 @@ def read_record(chunks: Iterable[bytes], run_id: str) -> RunRecord:
     return RunRecord._from_document(document)
 
 
-def _describe(error: ValidationError) -> str:
-    """One short line for a schema violation: where, and what."""
+def _describe(error: Any) -> str:
+    """One short line for a schema violation (a jsonschema ValidationError): where,
+    and what."""
     where = "/".join(str(step) for step in error.absolute_path) or "the record"
     found = _shorten(_REPR.repr(error.instance))
     if error.validator == "format" and error.cause is not None:
