@@ -18,11 +18,9 @@ from contextlib import suppress
 from typing import BinaryIO
 
 from botocore.exceptions import ReadTimeoutError, ResponseStreamingError
-from s3transfer.futures import TransferFuture
 from s3transfer.manager import TransferManager
-from s3transfer.subscribers import BaseSubscriber
 
-from ass3.connection import Connection
+from ass3.connection import Connection, KnownTransfer
 from ass3.files import (
     READ_CHUNK,
     Placements,
@@ -30,6 +28,7 @@ from ass3.files import (
     create_temporary,
     folder_of,
     local_checksum,
+    part_md5s,
 )
 from ass3.model import (
     CONTENT_CHANGED,
@@ -41,8 +40,9 @@ from ass3.model import (
     Outcome,
     RemoteObject,
     Step,
+    VersionArgs,
 )
-from ass3.plan import etag_matches
+from ass3.plan import etag_matches, multipart_etag, multipart_part_count
 from ass3.remote import content_matches
 
 log = logging.getLogger("ass3")
@@ -56,9 +56,9 @@ def _write_verified(
     folder: int,
     name: str,
     placements: Placements,
-) -> None:
+) -> str | None:
     """Download into a temporary file beside `name` in the open `folder`; rename it into
-    place once verified.
+    place once verified. A warning when the object could not be verified at all.
 
     A good file already at `name` is replaced only by a complete, verified one. Every
     step is relative to `folder`, so a symlink planted on the path meanwhile is never
@@ -74,13 +74,14 @@ def _write_verified(
                 metadata, digest = _get_large(conn, transfers, bucket, remote, out, part_size)
             out.flush()
             os.fsync(out.fileno())
-            _verify(remote, metadata, digest)
+            warning = _verify(conn, bucket, remote, metadata, digest, out)
             apply_metadata(out.fileno(), metadata)
         placements.replace(temporary, name, remote.rel, dir_fd=folder)
     except BaseException:
         with suppress(FileNotFoundError):
             os.unlink(temporary, dir_fd=folder)
         raise
+    return warning
 
 
 def _get_small(
@@ -95,25 +96,6 @@ def _get_small(
         md5.update(chunk)
         out.write(chunk)
     return response.get("Metadata", {}), FileDigest(md5.hexdigest())
-
-
-class _KnownObject(BaseSubscriber):
-    """Hands s3transfer the size and ETag we already know, sparing its own HeadObject
-    and pinning every ranged GET to that ETag.
-
-    `TransferMeta.provide_*` are s3transfer's own hooks for this (its upload path uses
-    provide_transfer_size), public in name but not in its documentation; boto3's
-    download_file offers no other way to skip the HeadObject. This is the one place
-    the tool relies on them.
-    """
-
-    def __init__(self, size: int, etag: str) -> None:
-        self._size = size
-        self._etag = etag
-
-    def on_queued(self, future: TransferFuture, **_: object) -> None:
-        future.meta.provide_transfer_size(self._size)
-        future.meta.provide_object_etag(self._etag)
 
 
 def _get_large(
@@ -132,7 +114,7 @@ def _get_large(
     owner = conn.owner_args()
     head = conn.client.head_object(Bucket=bucket, Key=remote.key, **remote.pin(), **owner)
     pinned = {"VersionId": head["VersionId"]} if head.get("VersionId") else {}
-    known = _KnownObject(head["ContentLength"], head["ETag"])
+    known = KnownTransfer(head["ContentLength"], head["ETag"])
     transfers.download(
         bucket, remote.key, out, extra_args={**pinned, **owner}, subscribers=[known]
     ).result()
@@ -141,18 +123,54 @@ def _get_large(
     return head.get("Metadata", {}), local_checksum(out, part_size)
 
 
-def _verify(remote: RemoteObject, metadata: Mapping[str, str], digest: FileDigest) -> None:
-    """Check the data against the run record's MD5 or the md5 metadata, else the ETag."""
+def _verify(
+    conn: Connection,
+    bucket: str,
+    remote: RemoteObject,
+    metadata: Mapping[str, str],
+    digest: FileDigest,
+    out: BinaryIO,
+) -> str | None:
+    """Check the data against the run record's MD5 or the md5 metadata, else the ETag.
+
+    An object written by another tool has no md5 metadata; a multipart ETag of its
+    own part sizes is then checked against the data cut at those sizes (one
+    HeadObject per part). FileProblem on a mismatch; a warning when the ETag is not
+    an MD5 at all (SSE-KMS), so nothing can vouch for the data.
+    """
     expected = remote.md5 or metadata.get(META_MD5)
     if expected:
         if expected != digest.md5:
             raise FileProblem(f"checksum mismatch: expected MD5 {expected}, got {digest.md5}")
-        return
+        return None
     verdict = etag_matches(remote.etag, digest)
+    parts = multipart_part_count(remote.etag)
+    if verdict is None and parts:
+        sizes = _part_sizes(conn, bucket, remote, parts)
+        out.seek(0)
+        verdict = sum(sizes) == remote.size and multipart_etag(part_md5s(out, sizes)) == (
+            remote.etag
+        )
     if verdict is False:
         raise FileProblem(f"checksum mismatch: ETag {remote.etag} does not match the data")
     if verdict is None:
-        log.warning("warning: %s has no md5 metadata; restored unverified", remote.key)
+        return "no md5 metadata and an ETag that is not an MD5: restored unverified"
+    return None
+
+
+def _part_sizes(conn: Connection, bucket: str, remote: RemoteObject, parts: int) -> list[int]:
+    """The size of each part the object was uploaded in, as S3 tells it by part number.
+
+    Not pinned by IfMatch (some servers refuse it with PartNumber): if the object was
+    replaced meanwhile, the sizes cannot cut the data into the listed ETag's parts.
+    """
+    version: VersionArgs = {"VersionId": remote.version_id} if remote.version_id else {}
+    return [
+        conn.client.head_object(
+            Bucket=bucket, Key=remote.key, PartNumber=number, **version, **conn.owner_args()
+        )["ContentLength"]
+        for number in range(1, parts + 1)
+    ]
 
 
 def restore_step(
@@ -192,10 +210,15 @@ def restore_step(
     name = step.rel.rsplit("/", 1)[-1]
     with folder_of(root_fd, root, step.rel, create=True) as folder:
         try:
-            _write_verified(conn, transfers, bucket, remote, folder, name, placements)
+            warning = _write_verified(conn, transfers, bucket, remote, folder, name, placements)
         except (ResponseStreamingError, ReadTimeoutError):
             # The response broke off mid-body, which botocore does not retry: once more.
-            _write_verified(conn, transfers, bucket, remote, folder, name, placements)
+            warning = _write_verified(conn, transfers, bucket, remote, folder, name, placements)
     return Outcome(
-        step.rel, transferred=True, size=remote.size, reason=reason, read_bytes=read_bytes
+        step.rel,
+        transferred=True,
+        size=remote.size,
+        reason=reason,
+        read_bytes=read_bytes,
+        warning=warning,
     )

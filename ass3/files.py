@@ -15,7 +15,7 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import BinaryIO
 
@@ -60,10 +60,15 @@ def local_checksum(fileobj: BinaryIO, part_size: int | None) -> FileDigest:
     return FileDigest(whole.hexdigest(), tuple(parts))
 
 
-def same_file_state(before: os.stat_result, after: os.stat_result) -> bool:
-    """Whether two stats of one file, before and after a read, show it unchanged
-    (size and mtime)."""
-    return (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns)
+def part_md5s(fileobj: BinaryIO, sizes: Iterable[int]) -> tuple[bytes, ...]:
+    """The binary MD5 of each part of a file cut at the given sizes, read from the start."""
+    digests = []
+    for size in sizes:
+        part = hashlib.md5()
+        for chunk in read_chunks(fileobj, size):
+            part.update(chunk)
+        digests.append(part.digest())
+    return tuple(digests)
 
 
 def object_metadata(digest: FileDigest, st: os.stat_result) -> dict[str, str]:

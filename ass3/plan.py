@@ -130,6 +130,12 @@ def multipart_etag(part_md5s: Iterable[bytes]) -> str:
     return f"{hashlib.md5(b''.join(parts)).hexdigest()}-{len(parts)}"
 
 
+def multipart_part_count(etag: str) -> int | None:
+    """How many parts a multipart upload's ETag says it had; None for any other ETag."""
+    multipart = _MULTIPART_ETAG.match(etag)
+    return int(multipart.group(1)) if multipart else None
+
+
 def etag_matches(etag: str, digest: FileDigest) -> bool | None:
     """Whether a listed ETag proves the content equals `digest`.
 

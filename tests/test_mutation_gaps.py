@@ -103,13 +103,6 @@ def test_corrupt_object_without_md5_metadata_is_refused_by_its_etag(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="a multipart ETag of the tool's own part size and part count that does not match "
-    "the data is taken as 'cannot tell' (plan.etag_matches returns None, not False), so "
-    "download._verify restores the corrupt bytes over the good local file with only a log "
-    "warning: exit 0, nothing in summary.failures or summary.warnings",
-)
 def test_corrupt_multipart_object_without_md5_metadata_keeps_the_good_local_file(
     conn: Connection, s3: Any, bucket: str, tmp_path: Path
 ) -> None:
@@ -130,6 +123,48 @@ def test_corrupt_multipart_object_without_md5_metadata_keeps_the_good_local_file
     assert [name for name, _ in summary.failures] == ["big.bin"]
     assert read_tree(out) == {"big.bin": b"an older version"}
     assert sorted(out.rglob(".ass3-*")) == []
+
+
+@pytest.mark.slow
+def test_an_intact_multipart_object_of_uneven_parts_without_md5_is_verified_exactly(
+    conn: Connection, s3: Any, bucket: str, tmp_path: Path
+) -> None:
+    """Another tool's parts need not be the tool's own size: S3 tells each part's size."""
+    s3.create_bucket(Bucket=bucket)
+    first, second = os.urandom(5 * s3common.MiB), os.urandom(6 * s3common.MiB + 7)
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="data/big.bin")
+    etags = [
+        s3.upload_part(
+            Bucket=bucket,
+            Key="data/big.bin",
+            UploadId=upload["UploadId"],
+            PartNumber=number,
+            Body=body,
+        )["ETag"]
+        for number, body in ((1, first), (2, second))
+    ]
+    s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key="data/big.bin",
+        UploadId=upload["UploadId"],
+        MultipartUpload={
+            "Parts": [{"ETag": etag, "PartNumber": n} for n, etag in enumerate(etags, 1)]
+        },
+    )
+    summary = restore(conn, bucket, tmp_path / "out")
+    assert (summary.failures, summary.warnings) == ([], [])
+    assert read_tree(tmp_path / "out" / "data") == {"big.bin": first + second}
+
+
+def test_an_etag_that_is_not_an_md5_is_a_counted_warning_not_a_silent_pass() -> None:
+    from io import BytesIO
+
+    from ass3 import download
+    from ass3.model import FileDigest, RemoteObject
+
+    remote = RemoteObject("f", "data/f", 4, "kms-style-etag", datetime.now(timezone.utc))
+    warning = download._verify(None, "b", remote, {}, FileDigest("0" * 32), BytesIO(b"data"))  # type: ignore[arg-type]
+    assert warning == "no md5 metadata and an ETag that is not an MD5: restored unverified"
 
 
 # --- DEL (0x7f) is a control character --------------------------------------------------------

@@ -322,10 +322,10 @@ def test_a_temporary_the_tool_made_is_recognised_by_the_next_restore(
 
     original = download._verify
 
-    def verify(remote: Any, *args: Any) -> None:
+    def verify(conn: Connection, bucket: str, remote: Any, *args: Any) -> str | None:
         if remote.rel == "sub/x":
             keep()
-        original(remote, *args)
+        return original(conn, bucket, remote, *args)
 
     monkeypatch.setattr(download, "_verify", verify)
     run_restore(conn, bucket, tmp_path / "dest")
