@@ -411,14 +411,19 @@ def record_key(prefix: str, run_id: str) -> str:
     return f"{RUNS_PREFIX}/{prefix}/{run_id}{RECORD_SUFFIX}"
 
 
+_BARE_DATE = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})")
+
+
 def parse_when(text: str) -> datetime:
     """An ISO 8601 date or date-time; local time unless it names a zone.
 
     A bare date means the end of that day: "as of Tuesday" includes Tuesday's runs.
     """
     try:
-        if len(text) == 10:
-            day = datetime.fromisoformat(text)
+        bare_date = _BARE_DATE.fullmatch(text)
+        if bare_date:  # 2026-11-20 or 20261120 (which Python 3.11 reads as midnight)
+            year, month, day_of_month = (int(part) for part in bare_date.groups())
+            day = datetime(year, month, day_of_month)
             moment = day.replace(hour=23, minute=59, second=59, microsecond=999999)
         else:  # Python 3.10's fromisoformat does not read a trailing "Z"
             moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
@@ -487,14 +492,27 @@ def choose_run(
 
 
 def old_run_refusal(
-    run_id: str, run_ids: Sequence[str], versioning: str, *, record_versioned: bool
+    run_id: str,
+    run_ids: Sequence[str],
+    versioning: str,
+    *,
+    record_versioned: bool,
+    bucket: str,
 ) -> str | None:
     """Why run `run_id` cannot be restored, or None. Only the latest run's files are
     all still current when versioning was off, then or now: older versions are gone."""
     latest = bool(run_ids) and run_id == run_ids[-1]
     if latest or (versioning == "Enabled" and record_versioned):
         return None
-    return f"files overwritten since run {run_id} are gone, so only the latest run can be restored"
+    if versioning != "Enabled":
+        return (
+            f"versioning is {versioning.lower()} on s3://{bucket}: files overwritten since "
+            f"run {run_id} are gone, so only the latest run can be restored"
+        )
+    return (
+        f"run {run_id} was recorded while versioning was off on s3://{bucket}: files "
+        "overwritten since then are gone, so only the latest run can be restored"
+    )
 
 
 # (rel, ETag) -> the VersionId holding exactly those bytes.

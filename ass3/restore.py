@@ -122,7 +122,8 @@ def _restore_source(
     """The objects to restore: the current ones, a recorded run's, or those as of a time."""
     if run_id is None and as_of is None:
         return remote.list_remote(conn, bucket, prefix)
-    run_ids = history.list_run_ids(conn, bucket, prefix)
+    # --run names its record itself: a bad one is its own one-line error, not a warning.
+    run_ids = history.list_run_ids(conn, bucket, prefix, warn=run_id is None)
     versioning = bucket_versioning(conn, bucket)
     chosen = choose_run(run_ids, versioning, run_id=run_id, as_of=as_of, where=(bucket, prefix))
     if chosen is None:
@@ -132,10 +133,16 @@ def _restore_source(
             "chosen by LastModified, one-second resolution)"
         )
         return iter(history.versions_as_of(conn, bucket, prefix, as_of))
-    record = history.load_record(conn, bucket, prefix, chosen)
-    refusal = old_run_refusal(chosen, run_ids, versioning, record_versioned=record.versioned)
+    if run_id is None:  # chosen by time: a bad record gives way to the newest good one before
+        record = history.record_as_of(conn, bucket, prefix, run_ids, chosen)
+        chosen = record.run_id
+    else:
+        record = history.load_record(conn, bucket, prefix, chosen)
+    refusal = old_run_refusal(
+        chosen, run_ids, versioning, record_versioned=record.versioned, bucket=bucket
+    )
     if refusal:
-        raise Ass3Error(f"versioning is {versioning.lower()} on s3://{bucket}: {refusal}")
+        raise Ass3Error(refusal)
     summary.method = (
         f"run {chosen} ({record.time.astimezone():%Y-%m-%d %H:%M:%S %Z}), from its run record"
     )

@@ -255,10 +255,7 @@ def test_run_naming_a_bad_record_is_one_line_and_exit_2(
     *warnings, line = err.splitlines()
     assert line.startswith(f"ass3Restore: error: {BAD} ")
     assert bad in line
-    # The restore lists the runs first: one the listing refuses (dated ahead) has its
-    # warning there too, until the restore stops listing's warnings for an explicit --run.
-    expected = 1 if when > timedelta(days=1) else 0
-    assert len(warnings) == expected and all(bad in warning for warning in warnings)
+    assert warnings == []  # an explicit --run: the error alone, not the listing's warning
     assert not (dest / "data").exists() or read_tree(dest / "data") == {}
     assert not (dest / "x").exists()
 
@@ -473,11 +470,6 @@ def test_record_as_of_skips_a_bad_record_for_the_newest_good_one_before_it(
         history.record_as_of(conn, bucket, "data", [bad], bad)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="restore._restore_source loads the run it chose with history.load_record; "
-    "history.record_as_of is the fallback it needs for --as-of",
-)
 def test_restore_as_of_falls_back_to_the_newest_good_record(
     conn: Connection, s3: Any, bucket: str, tmp_path: Path
 ) -> None:

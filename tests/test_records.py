@@ -177,12 +177,20 @@ OLD_RUN_ROWS = [
 def test_old_run_refusal_allows_the_latest_run_or_a_fully_versioned_one(
     run_id: str, versioning: str, record_versioned: bool, restorable: bool
 ) -> None:
-    refusal = old_run_refusal(run_id, RUN_IDS, versioning, record_versioned=record_versioned)
+    refusal = old_run_refusal(
+        run_id, RUN_IDS, versioning, record_versioned=record_versioned, bucket="b"
+    )
     if restorable:
         assert refusal is None
+    elif versioning != "Enabled":
+        assert refusal == (
+            f"versioning is {versioning.lower()} on s3://b: files overwritten since run "
+            f"{run_id} are gone, so only the latest run can be restored"
+        )
     else:
         assert refusal == (
-            f"files overwritten since run {run_id} are gone, so only the latest run can be restored"
+            f"run {run_id} was recorded while versioning was off on s3://b: files "
+            "overwritten since then are gone, so only the latest run can be restored"
         )
 
 
@@ -194,7 +202,7 @@ def test_old_run_refusal_with_no_listed_runs_is_never_the_latest(
     versioning: str, record_versioned: bool, restorable: bool
 ) -> None:
     """With no runs listed no run is the latest: only full versioning lets it through."""
-    refusal = old_run_refusal(FIRST, [], versioning, record_versioned=record_versioned)
+    refusal = old_run_refusal(FIRST, [], versioning, record_versioned=record_versioned, bucket="b")
     assert (refusal is None) == restorable
 
 
