@@ -9,10 +9,12 @@ flows through a run. Lower modules never import higher ones.
     plan         pure decisions: merge two sorted streams, plan transfers, ETag
                  arithmetic, deletion guards (no I/O; tested on literals)
     records      run records: format, ids, the spool a run writes them through, and
-                 the pure rules for choosing a run, filling in versions and picking
-                 versions as of a time
+                 the pure rules for which records to trust, choosing a run, filling in
+                 versions and picking versions as of a time
     scan         the local side: os.walk-like traversal in key order, filters
-    files        checksums, object metadata, safe placement of restored files
+    reading      opening a file to back up safely, and knowing it changed while read
+    files        checksums, object metadata, folders opened without following links,
+                 safe placement and removal of restored files
     cache        the local state cache (SQLite) that spares re-reading files
     s3errors     botocore errors turned into one line a user can act on
     connection   the boto3 session and client, request counting, transfer settings
@@ -74,6 +76,7 @@ from ass3.listings import format_listing, list_backups
 from ass3.model import (
     CHANGING,
     EXIT_FAILURES,
+    EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
@@ -113,6 +116,7 @@ __all__ = [
     "CHANGING",
     "DEFAULT_MAX_ATTEMPTS",
     "EXIT_FAILURES",
+    "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",

@@ -86,6 +86,7 @@ def _iam_action(operation: str) -> str:
         "UploadPart": "PutObject",
         "CompleteMultipartUpload": "PutObject",
         "DeleteObjects": "DeleteObject",
+        "ListMultipartUploads": "ListBucketMultipartUploads",
     }.get(operation, operation)
 
 
