@@ -1,7 +1,8 @@
 """Rules that mutation testing found unpinned: each test here fails when its rule is undone.
 
 The reserved bucket prefixes and suffixes, the 1024-byte key limit, the room a temporary's
-name leaves, the cache's check of the object's size, the part hashes of a multipart upload
+name leaves, the exact shape of a run id, the caps on a run record's download size and
+its counts, the cache's check of the object's size, the part hashes of a multipart upload
 as sent, the run record's MD5 over the object's metadata, the refusals of an unusable
 restore folder, a file where a folder should be, a temporary that is private and never
 opens an existing file, a symlink at a file's name, and descriptors closed on every path
@@ -93,6 +94,40 @@ def test_without_max_delete_at_most_half_may_go() -> None:
 
     assert refusal(50) is None
     assert "more than --max-delete 50" in (refusal(51) or "")
+
+
+# --- run records ------------------------------------------------------------------------------
+
+RUN = "20260301T100000.000000Z-a1a1a1"
+
+
+def test_a_run_id_with_a_longer_tag_is_not_a_run_id() -> None:
+    assert records.is_run_id(RUN)
+    assert not records.is_run_id(RUN + "0")
+
+
+def test_a_record_of_800_mb_compressed_is_never_fetched() -> None:
+    """The download cap is the inflated cap plus 1%, not some multiple of it."""
+    now = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    assert records.record_refusal(RUN, size=800_000_000, now=now) is not None
+
+
+def test_a_size_past_a_signed_64_bit_integer_is_refused() -> None:
+    def valid(size: int) -> bool:
+        document = {
+            "format": 1,
+            "run": RUN,
+            "source": "/src",
+            "uploaded": 1,
+            "deleted": 0,
+            "failed": 0,
+            "versioned": True,
+            "files": [["a", size, "", "etag", "v1"]],
+        }
+        return bool(records._validator().is_valid(document))
+
+    assert valid(2**63 - 1)
+    assert not valid(2**63)
 
 
 # --- the state cache ---------------------------------------------------------------------------
