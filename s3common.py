@@ -9,8 +9,9 @@ flows through a run. Lower modules never import higher ones.
     plan         pure decisions: merge two sorted streams, plan transfers, ETag
                  arithmetic, deletion guards (no I/O; tested on literals)
     records      run records: format, ids, the spool a run writes them through, and
-                 the pure rules for which records to trust, choosing a run, filling in
-                 versions and picking versions as of a time
+                 the pure rules for which records to trust
+    timeline     pure rules for using them: which run or versions stood at a time,
+                 whether a restore may use them, what a new record names
     scan         the local side: os.walk-like traversal in key order, filters
     reading      opening a file to back up safely, and knowing it changed while read
     files        checksums, object metadata, folders opened without following links,
@@ -106,11 +107,12 @@ from ass3.plan import (
     multipart_etag,
     plan_transfers,
 )
-from ass3.records import parse_when, record_key, run_time
+from ass3.records import record_key, run_time
 from ass3.remote import ensure_bucket, list_remote, resolve_bucket, s3_checksum
 from ass3.restore import restore
 from ass3.s3errors import describe_client_error
 from ass3.scan import IGNORE_FILE, Filters, ScanReport, check_directory, scan_tree
+from ass3.timeline import parse_when
 
 __all__ = [
     "CHANGING",

@@ -27,22 +27,24 @@ from ass3.names import normalize_prefix
 from ass3.records import (
     RUNS_PREFIX,
     BadRecord,
-    KnownVersions,
     RunRecord,
-    fallback_order,
     is_run_id,
     new_run_id,
-    newest_versions_at,
     read_record,
-    record_files,
     record_key,
     record_refusal,
     screen_listing,
-    versions_by_content,
-    versions_missing,
 )
 from ass3.remote import bucket_versioning, iter_versions, lifecycle_rules
 from ass3.s3errors import TRANSFER_ERRORS, describe_client_error, error_code, fatal_errors
+from ass3.timeline import (
+    KnownVersions,
+    fallback_order,
+    newest_versions_at,
+    record_files,
+    versions_by_content,
+    versions_missing,
+)
 
 if TYPE_CHECKING:
     from types_boto3_s3.type_defs import LifecycleRuleUnionTypeDef

@@ -43,9 +43,9 @@ from ass3.names import (
 )
 from ass3.plan import deletion_refusal, plan_transfers
 from ass3.progress import Progress
-from ass3.records import choose_run, objects_of_run, old_run_refusal
 from ass3.remote import bucket_versioning
 from ass3.scan import ScanReport, scan_tree
+from ass3.timeline import choose_run, objects_of_run, old_run_refusal
 
 log = logging.getLogger("ass3")
 

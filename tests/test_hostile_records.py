@@ -30,7 +30,7 @@ from jsonschema import Draft202012Validator
 
 import ass3Restore
 import s3common
-from ass3 import history, records
+from ass3 import history, records, timeline
 from ass3.model import RecordEntry
 from ass3.records import new_run_id
 from s3common import Connection
@@ -719,7 +719,7 @@ def test_run_time_reads_every_id_screen_listing_keeps(listed: list[tuple[str, in
 def test_fallback_order_is_the_chosen_run_then_each_earlier_newest_first(
     chosen: str, order: list[str]
 ) -> None:
-    assert records.fallback_order(["a", "b", "c"], chosen) == order
+    assert timeline.fallback_order(["a", "b", "c"], chosen) == order
 
 
 def test_a_run_that_reads_no_record_does_not_import_jsonschema() -> None:

@@ -20,19 +20,15 @@ from hypothesis import strategies as st
 
 from ass3.model import Ass3Error, ObjectVersion, RecordEntry, RemoteObject
 from ass3.plan import delete_limit, deletion_refusal, key_order
-from ass3.records import (
+from ass3.records import RecordSpool, RunRecord, new_run_id, record_key, run_time
+from ass3.timeline import (
     KnownVersions,
-    RecordSpool,
-    RunRecord,
     choose_run,
-    new_run_id,
     newest_versions_at,
     objects_of_run,
     old_run_refusal,
     parse_when,
     record_files,
-    record_key,
-    run_time,
     select_run,
     versions_by_content,
     versions_missing,
