@@ -109,3 +109,11 @@ def hook(monkeypatch: pytest.MonkeyPatch) -> Hook:
 
     monkeypatch.setattr(connection.Connection, "_client", client_with_handlers)
     return lambda event, handler: handlers.append((event, handler))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs a moto backend or server is slow: setting up moto alone takes
+    about half a second. `pytest -m "not slow"` then runs the rules tested on literals."""
+    for item in items:
+        if {"s3", "conn", "moto_endpoint", "script_env"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
