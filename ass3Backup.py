@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                 keep_days=args.keep_days,
                 progress=progress,
             )
-        if args.keep_days and not (args.dry_run or args.quiet or args.json):
+        kept = not any(name == "--keep-days" for name, _ in summary.warnings)
+        if args.keep_days and kept and not (args.dry_run or args.quiet or args.json):
             print(f"versions of {prefix}/ expire {args.keep_days} days after replacement")
         run = f" (run {summary.run_id})" if summary.run_id else ""
         line = f"{args.directory} -> s3://{bucket}/{prefix}/{run}: {summary.line()}"

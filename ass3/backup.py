@@ -26,6 +26,7 @@ from ass3.cache import StateCache, default_cache_path
 from ass3.connection import Connection
 from ass3.executor import Counted, execute
 from ass3.model import (
+    Ass3Error,
     LocalFile,
     Outcome,
     RecordEntry,
@@ -100,10 +101,19 @@ def backup(
             if run.changed_anything:
                 history.record_run(conn, bucket, prefix, root, run.summary, run.record)
             if keep_days and not dry_run:
-                history.set_retention(conn, bucket, prefix, keep_days)
+                _keep_versions(conn, bucket, prefix, keep_days, run.summary)
             markers.finished(uploads_left=run.uploads_may_be_left)
     run.summary.seconds = time.monotonic() - started
     return run.summary
+
+
+def _keep_versions(conn: Connection, bucket: str, prefix: str, days: int, summary: Summary) -> None:
+    """--keep-days, after the data: a store that cannot keep the rule gets a warning,
+    which never turns a good backup into a failed one."""
+    try:
+        history.set_retention(conn, bucket, prefix, days)
+    except Ass3Error as error:
+        summary.warn("--keep-days", f"versions are kept as the bucket keeps them: {error}")
 
 
 class RunMarkers:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -26,7 +27,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ProfileNotFound,
 )
-from botocore.parsers import DEFAULT_TIMESTAMP_PARSER
+from botocore.parsers import DEFAULT_TIMESTAMP_PARSER, ResponseParserError
 from s3transfer.futures import TransferFuture
 from s3transfer.subscribers import BaseSubscriber
 from s3transfer.utils import ChunksizeAdjuster
@@ -307,21 +308,39 @@ class Connection:
                 self._run_counters = [kept for kept in self._run_counters if kept is not counter]
 
     def account_id(self) -> str | None:
-        """The caller's account from STS, or None where the endpoint has no STS."""
+        """The caller's account from STS, or None when it cannot be learned.
+
+        The account is an optimisation (the default bucket name, ExpectedBucketOwner),
+        and a server without STS may answer anything: an XML error, a plain-text 404,
+        an HTML page. So any answer but an account means unknown, never a crash; only
+        missing credentials or an unreachable endpoint stop the run, as they would
+        stop every request after.
+        """
         if not self._account_looked_up:
             self._account_looked_up = True
             try:
                 self._account_id = self._client("sts").get_caller_identity()["Account"]
-            except ClientError as error:
-                log.debug("no account id from STS: %s", error)
             except (NoCredentialsError, PartialCredentialsError, EndpointConnectionError) as error:
                 raise Ass3Error(describe_client_error(error, "GetCallerIdentity")) from error
-            except BotoCoreError as error:
+            except (BotoCoreError, ClientError, ResponseParserError, KeyError) as error:
                 log.debug("no account id from STS: %s", error)
         return self._account_id
 
+    @property
+    def on_aws(self) -> bool:
+        """Whether the endpoint is Amazon's own S3, where accounts and STS exist."""
+        host = urllib.parse.urlsplit(self.client.meta.endpoint_url).hostname or ""
+        return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
+
     def owner_args(self) -> OwnerArgs:
-        """ExpectedBucketOwner for every request, so a bucket of another account is refused."""
+        """ExpectedBucketOwner for every request, so a bucket of another account is refused.
+
+        Only on AWS: another server has no STS to ask, or accounts of its own that
+        ExpectedBucketOwner does not name, so a run there never depends on the lookup
+        (unless the account was learned anyway, for the default bucket name).
+        """
+        if not (self.on_aws or self._account_looked_up):
+            return {}
         account = self.account_id()
         return {"ExpectedBucketOwner": account} if account else {}
 

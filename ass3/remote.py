@@ -152,6 +152,18 @@ def _configure_new_bucket(conn: Connection, bucket: str) -> None:
             apply()
         except (ClientError, BotoCoreError) as error:
             log.warning("warning: could not set %s on s3://%s: %s", what, bucket, error)
+    status: str | None
+    try:  # some servers answer 200 to PutBucketVersioning and change nothing
+        status = client.get_bucket_versioning(Bucket=bucket, **owner).get("Status")
+    except (ClientError, BotoCoreError) as error:
+        status = f"unknown ({error})"
+    if status != "Enabled":
+        log.warning(
+            "warning: versioning is %s on s3://%s after asking for it: an overwritten file "
+            "is gone, so only the latest run can be restored",
+            (status or "off").lower(),
+            bucket,
+        )
 
 
 def list_remote(
@@ -258,7 +270,7 @@ def lifecycle_rules(conn: Connection, bucket: str) -> list[LifecycleRuleOutputTy
         if error_code(error) == "NoSuchLifecycleConfiguration":
             return []
         raise
-    return response["Rules"]
+    return response.get("Rules", [])  # a server that ignores ?lifecycle answers without
 
 
 # How old an incomplete multipart upload under a backup's prefix must be before a run
