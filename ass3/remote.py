@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+import sqlite3
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -25,7 +27,7 @@ from ass3.model import (
     printable,
 )
 from ass3.names import validate_bucket_name
-from ass3.plan import etag_matches
+from ass3.plan import etag_matches, key_order
 from ass3.s3errors import TRANSFER_ERRORS, describe_client_error, error_code, fatal_errors
 
 if TYPE_CHECKING:
@@ -169,14 +171,24 @@ def _configure_new_bucket(conn: Connection, bucket: str) -> None:
 def list_remote(
     conn: Connection, bucket: str, prefix: str, *, missing_ok: bool = False
 ) -> Iterator[RemoteObject]:
-    """Every object under PREFIX/, streamed from one paginated ListObjectsV2 pass.
+    """Every object under PREFIX/, from one paginated ListObjectsV2 pass, in key order.
 
-    One request per 1000 keys, in key order; never a HeadObject per file. With
-    `missing_ok` a bucket that does not exist yet lists as empty (a dry run).
+    One request per 1000 keys; never a HeadObject per file. AWS lists in UTF-8 byte
+    order, so there the listing streams straight into the plan. Another server may
+    list in another order, and a plan made from it would take existing files for new
+    ones: there the whole listing is read and put in order first (`_in_key_order`),
+    before anything acts on it. With `missing_ok` a bucket that does not exist yet
+    lists as empty (a dry run).
     """
-    paginator = conn.client.get_paginator("list_objects_v2")
     if missing_ok and not _bucket_exists(conn, bucket):
         return
+    listing = _listing(conn, bucket, prefix)
+    yield from listing if conn.on_aws else _in_key_order(listing, f"s3://{bucket}/{prefix}/")
+
+
+def _listing(conn: Connection, bucket: str, prefix: str) -> Iterator[RemoteObject]:
+    """The objects under PREFIX/ in the order the server lists them."""
+    paginator = conn.client.get_paginator("list_objects_v2")
     with fatal_errors("ListObjectsV2", bucket, prefix):
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix + "/", **conn.owner_args()):
             for item in page.get("Contents", []):
@@ -187,6 +199,45 @@ def list_remote(
                     item["ETag"].strip('"'),
                     item["LastModified"],
                 )
+
+
+def _in_key_order(objects: Iterable[RemoteObject], where: str) -> Iterator[RemoteObject]:
+    """`objects` in S3 key order (UTF-8 bytes), whatever order they came in.
+
+    They go through a temporary SQLite table, whose BLOB keys sort by their bytes on
+    disk, so memory stays flat for any number of objects; the cost is one local write
+    and read of the listing. Out of order is said once, in a warning.
+    """
+    with tempfile.TemporaryDirectory(prefix="ass3-listing-") as folder:
+        db = sqlite3.connect(os.path.join(folder, "listing.sqlite3"))
+        try:
+            db.execute(
+                "CREATE TABLE objects (k BLOB PRIMARY KEY, rel TEXT, key TEXT, size INTEGER, "
+                "etag TEXT, modified TEXT) WITHOUT ROWID"
+            )
+            previous, in_order = b"", True
+            rows = []
+            for item in objects:
+                order = key_order(item.rel)
+                in_order = in_order and order > previous
+                previous = order
+                modified = item.last_modified.isoformat()
+                rows.append((order, item.rel, item.key, item.size, item.etag, modified))
+                if len(rows) >= 1000:
+                    db.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?)", rows)
+                    rows.clear()
+            db.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?)", rows)
+            if not in_order:
+                log.warning(
+                    "warning: %s is listed out of UTF-8 byte order by this server; "
+                    "sorted it before planning",
+                    where,
+                )
+            query = "SELECT rel, key, size, etag, modified FROM objects ORDER BY k"
+            for rel, key, size, etag, modified in db.execute(query):
+                yield RemoteObject(rel, key, size, etag, datetime.fromisoformat(modified))
+        finally:
+            db.close()
 
 
 def _bucket_exists(conn: Connection, bucket: str) -> bool:

@@ -133,3 +133,27 @@ def test_versioning_answered_but_not_applied_is_said(
     conn = Connection(endpoint_url=moto_endpoint)
     assert s3common.ensure_bucket(conn, bucket) is True
     assert f"versioning is off on s3://{bucket} after asking for it" in caplog.text
+
+
+def test_a_listing_out_of_key_order_is_sorted_before_anything_is_planned(
+    moto_endpoint: str, bucket: str, tmp_path: Path, hook: Hook, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server listing in another order made existing files look new: re-uploaded
+    before the merge noticed. Now nothing is re-sent and nothing is refused."""
+    files = {f"f{index:03d}": bytes([index]) * index for index in range(1, 40)}
+    files.update({"a-b": b"dash", "a/b": b"slash", "Z": b"upper", "\u00e9": b"accent"})
+    root = make_tree(tmp_path / "src", files)
+    conn = Connection(endpoint_url=moto_endpoint)
+    assert s3common.backup(conn, str(root), bucket=bucket, prefix="data").failures == []
+
+    def scramble(parsed: dict[str, Any], **_: Any) -> None:
+        parsed["Contents"] = sorted(parsed.get("Contents", []), key=lambda item: item["Size"])
+
+    hook("after-call.s3.ListObjectsV2", scramble)
+    conn = Connection(endpoint_url=moto_endpoint)
+    again = s3common.backup(conn, str(root), bucket=bucket, prefix="data")
+    assert (again.failures, again.transferred, again.unchanged) == ([], 0, len(files))
+    assert "PutObject" not in again.requests
+    assert f"s3://{bucket}/data/ is listed out of UTF-8 byte order" in caplog.text
+    restored = s3common.restore(conn, "data", bucket=bucket, destination=str(tmp_path / "out"))
+    assert (restored.failures, restored.transferred) == ([], len(files))
