@@ -7,7 +7,8 @@ flows through a run. Lower modules never import higher ones.
     names        bucket names, backup names, which keys may become local paths,
                  the names of a restore's temporary files
     plan         pure decisions: merge two sorted streams, plan transfers, ETag
-                 arithmetic, deletion guards (no I/O; tested on literals)
+                 arithmetic, deletion guards, a killed restore's leftovers (no I/O;
+                 tested on literals)
     records      run records: format, ids, the spool a run writes them through, and
                  the pure rules for which records to trust
     timeline     pure rules for using them: which run or versions stood at a time,
@@ -16,7 +17,8 @@ flows through a run. Lower modules never import higher ones.
     reading      opening a file to back up safely, and knowing it changed while read
     files        checksums, object metadata, folders opened without following links,
                  safe placement and removal of restored files
-    cache        the local state cache (SQLite) that spares re-reading files
+    cache        local state: the state cache (SQLite) that spares re-reading files,
+                 and the markers of runs under way
     s3errors     botocore errors turned into one line a user can act on
     connection   the boto3 session and client, request counting, transfer settings
     remote       bucket setup and checks, listings of objects and versions,

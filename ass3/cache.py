@@ -1,20 +1,27 @@
-"""The state cache: what earlier backups saw of each file, so unchanged files need
-not be read again (restic's and git's idea: size, mtime, ctime and inode as
-recorded means unchanged).
+"""Local state kept between runs, in the state folder: the state cache (what earlier
+backups saw of each file, so unchanged files need not be read again: restic's and
+git's idea, size, mtime, ctime and inode as recorded means unchanged), and the
+markers of runs under way (which tell a run that an earlier one did not end cleanly).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import secrets
 import sqlite3
+import sys
 import time
 import urllib.parse
 from contextlib import suppress
-from typing import Any
+from typing import IO, Any
 
 from ass3.model import Entry, LocalFile, RemoteObject, Seen
 from ass3.plan import cache_vouches
+
+if sys.platform != "win32":
+    import fcntl
 
 log = logging.getLogger("ass3")
 
@@ -164,3 +171,119 @@ class StateCache:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+class RunMarkers:
+    """Which backup runs of one scope (endpoint, bucket, prefix) are under way on this
+    machine: one small file each in the state folder, beside the state cache.
+
+    A run writes its marker at the start and holds a lock on it (flock) while it runs;
+    it removes the marker only when it ends having left no multipart upload behind
+    (no exception, no failed big file). A marker whose lock is free at the start of a
+    run is a run that was killed, crashed, was interrupted or lost its connection: only
+    then does the run list the backup's incomplete uploads (one request) and abort the
+    stale ones. So a run after runs that ended cleanly costs no request more, and a
+    live run of the same backup (its marker locked) starts no check. A killed run's
+    marker is removed only by a check that left nothing to do later (no upload too
+    young to abort yet, no abort that failed). Without flock (Windows) every other
+    marker counts as a killed run's. Without a writable state folder there are no
+    markers and no checks.
+    """
+
+    FOLDER = "runs-under-way"
+
+    def __init__(self, folder: str, scope: str, *, enabled: bool = True) -> None:
+        self.folder = os.path.join(folder, self.FOLDER)
+        self._stem = hashlib.sha256(scope.encode("utf-8")).hexdigest()[:32]
+        self._scope = scope
+        self._enabled = enabled
+        self._own: tuple[str, IO[str]] | None = None
+        self._unfinished: list[tuple[str, IO[str]]] = []
+        self._clean = False
+
+    @property
+    def unfinished(self) -> bool:
+        """Whether an earlier run of this backup did not end cleanly."""
+        return bool(self._unfinished)
+
+    def __enter__(self) -> RunMarkers:
+        if not self._enabled:
+            return self
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+            for name in sorted(os.listdir(self.folder)):
+                path = os.path.join(self.folder, name)
+                if name.startswith(self._stem + "."):
+                    handle = _if_abandoned(path)
+                    if handle is not None:
+                        self._unfinished.append((path, handle))
+                elif name.startswith(f"new-{self._stem}."):
+                    handle = _if_abandoned(path)
+                    if handle is not None:  # killed before it began: nothing to check
+                        _remove(path, handle)
+            name = f"{self._stem}.{os.getpid()}.{secrets.token_hex(4)}"
+            path = os.path.join(self.folder, name)
+            # Locked under a name no run looks at, then renamed (the lock goes with the
+            # file): a run starting meanwhile never finds this marker unlocked.
+            writing = os.path.join(self.folder, f"new-{name}")
+            handle = open(writing, "w", encoding="utf-8")
+            self._own = writing, handle
+            _lock(handle)
+            handle.write(f"{self._scope}\n")
+            handle.flush()
+            os.replace(writing, path)
+            self._own = path, handle
+        except OSError as error:
+            log.debug("no run marker in %s: %s", self.folder, error)
+        return self
+
+    def settled(self) -> None:
+        """The runs that did not finish left nothing more to clean: forget them."""
+        for path, handle in self._unfinished:
+            _remove(path, handle)
+        self._unfinished = []
+
+    def finished(self, *, uploads_left: bool) -> None:
+        """The run got to its end; `uploads_left`: a multipart upload may have stayed."""
+        self._clean = not uploads_left
+
+    def __exit__(self, *_: object) -> None:
+        for _path, handle in self._unfinished:  # not settled: the next run checks again
+            handle.close()
+        self._unfinished = []
+        if self._own is not None:
+            path, handle = self._own
+            if self._clean:
+                _remove(path, handle)
+            else:
+                handle.close()
+            self._own = None
+
+
+def _if_abandoned(path: str) -> IO[str] | None:
+    """The marker, opened and locked, if no live run holds it; else None."""
+    try:
+        handle = open(path, encoding="utf-8")  # noqa: SIM115 (kept open, locked)
+    except OSError:
+        return None
+    if _lock(handle):
+        return handle
+    handle.close()
+    return None
+
+
+def _remove(path: str, handle: IO[str]) -> None:
+    handle.close()  # first: Windows cannot remove an open file
+    with suppress(OSError):
+        os.unlink(path)
+
+
+def _lock(handle: IO[str]) -> bool:
+    """Take the lock on a marker without waiting; False if a live run holds it."""
+    if sys.platform == "win32":
+        return True
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True

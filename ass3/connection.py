@@ -219,6 +219,9 @@ class Connection:
             self.client: S3Client = self._client("s3")
         except (ValueError, BotoCoreError) as error:  # a malformed endpoint URL or region
             raise Ass3Error(f"cannot set up the S3 client: {error}") from error
+        # Amazon's own S3, where accounts and STS exist and keys are listed in byte order.
+        host = urllib.parse.urlsplit(self.client.meta.endpoint_url).hostname or ""
+        self.on_aws = host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
         self.transfer_config = TransferConfig(
             multipart_threshold=multipart_threshold,
             multipart_chunksize=multipart_chunksize,
@@ -325,12 +328,6 @@ class Connection:
             except (BotoCoreError, ClientError, ResponseParserError, KeyError) as error:
                 log.debug("no account id from STS: %s", error)
         return self._account_id
-
-    @property
-    def on_aws(self) -> bool:
-        """Whether the endpoint is Amazon's own S3, where accounts and STS exist."""
-        host = urllib.parse.urlsplit(self.client.meta.endpoint_url).hostname or ""
-        return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
 
     def owner_args(self) -> OwnerArgs:
         """ExpectedBucketOwner for every request, so a bucket of another account is refused.

@@ -27,6 +27,7 @@ from ass3.model import (
     Seen,
     Step,
 )
+from ass3.names import temporary_stem, temporary_stem_of
 
 
 def key_order(rel: str) -> bytes:
@@ -205,3 +206,44 @@ def split_extras(steps: Iterable[Step], extras: list[Step]) -> Iterator[Step]:
             extras.append(step)
         else:
             yield step
+
+
+def sort_local_only(
+    steps: Iterable[Step], extras: list[Step], leftovers: list[Step]
+) -> Iterator[Step]:
+    """Pass on the steps to transfer; set aside the files only the local side has.
+
+    A local-only file is a leftover of a killed restore when its name has the exact
+    shape of the tool's temporaries (`names.temporary_stem_of`) and the file it stands
+    in for is a file of this backup in the same folder; every other one, lookalikes
+    included, is an ordinary extra (deleted only with --delete, under its guards).
+
+    Steps come in key order, where everything below a folder is one contiguous run, so
+    only the file names of the folders on the current path are held, not the tree's.
+    """
+    # One frame per folder on the current path: its prefix, the temporary stems of the
+    # backup's files in it, and its local-only files named like temporaries.
+    path: list[tuple[str, set[str], list[tuple[Step, str]]]] = []
+
+    def leave() -> None:
+        _, stems, candidates = path.pop()
+        for step, stem in candidates:
+            (leftovers if stem in stems else extras).append(step)
+
+    for step in steps:
+        folder, _, name = step.rel.rpartition("/")
+        prefix = folder + "/" if folder else ""
+        while path and not prefix.startswith(path[-1][0]):
+            leave()
+        if not path or path[-1][0] != prefix:
+            path.append((prefix, set(), []))
+        _, stems, candidates = path[-1]
+        if step.reason != EXTRA:
+            stems.add(temporary_stem(name))
+            yield step
+        elif (stem := temporary_stem_of(name)) is not None:
+            candidates.append((step, stem))
+        else:
+            extras.append(step)
+    while path:
+        leave()

@@ -176,14 +176,14 @@ def list_remote(
     One request per 1000 keys; never a HeadObject per file. AWS lists in UTF-8 byte
     order, so there the listing streams straight into the plan. Another server may
     list in another order, and a plan made from it would take existing files for new
-    ones: there the whole listing is read and put in order first (`_in_key_order`),
+    ones: there the whole listing is read and put in order first (`_sorted_by_key`),
     before anything acts on it. With `missing_ok` a bucket that does not exist yet
     lists as empty (a dry run).
     """
     if missing_ok and not _bucket_exists(conn, bucket):
         return
     listing = _listing(conn, bucket, prefix)
-    yield from listing if conn.on_aws else _in_key_order(listing, f"s3://{bucket}/{prefix}/")
+    yield from listing if conn.on_aws else _sorted_by_key(listing, f"s3://{bucket}/{prefix}/")
 
 
 def _listing(conn: Connection, bucket: str, prefix: str) -> Iterator[RemoteObject]:
@@ -201,7 +201,7 @@ def _listing(conn: Connection, bucket: str, prefix: str) -> Iterator[RemoteObjec
                 )
 
 
-def _in_key_order(objects: Iterable[RemoteObject], where: str) -> Iterator[RemoteObject]:
+def _sorted_by_key(objects: Iterable[RemoteObject], where: str) -> Iterator[RemoteObject]:
     """`objects` in S3 key order (UTF-8 bytes), whatever order they came in.
 
     They go through a temporary SQLite table, whose BLOB keys sort by their bytes on

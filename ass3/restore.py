@@ -25,7 +25,6 @@ from ass3.executor import Counted, execute
 from ass3.files import Placements, open_root, remove_below
 from ass3.listings import list_backups
 from ass3.model import (
-    EXTRA,
     Ass3Error,
     FileProblem,
     LocalFile,
@@ -37,11 +36,9 @@ from ass3.model import (
 )
 from ass3.names import (
     normalize_prefix,
-    temporary_stem,
-    temporary_stem_of,
     unsafe_key_reason,
 )
-from ass3.plan import deletion_refusal, plan_transfers
+from ass3.plan import deletion_refusal, plan_transfers, sort_local_only
 from ass3.progress import Progress
 from ass3.remote import bucket_versioning
 from ass3.scan import ScanReport, scan_tree
@@ -56,47 +53,6 @@ def _local_files(root: str) -> Iterator[LocalFile]:
     if not os.path.isdir(root):  # a dry run into a folder that is not there yet
         return
     yield from scan_tree(root, ScanReport())
-
-
-def sort_local_only(
-    steps: Iterable[Step], extras: list[Step], leftovers: list[Step]
-) -> Iterator[Step]:
-    """Pass on the steps to transfer; set aside the files only the local side has.
-
-    A local-only file is a leftover of a killed restore when its name has the exact
-    shape of the tool's temporaries (`names.temporary_stem_of`) and the file it stands
-    in for is a file of this backup in the same folder; every other one, lookalikes
-    included, is an ordinary extra (deleted only with --delete, under its guards).
-
-    Steps come in key order, where everything below a folder is one contiguous run, so
-    only the file names of the folders on the current path are held, not the tree's.
-    """
-    # One frame per folder on the current path: its prefix, the temporary stems of the
-    # backup's files in it, and its local-only files named like temporaries.
-    path: list[tuple[str, set[str], list[tuple[Step, str]]]] = []
-
-    def leave() -> None:
-        _, stems, candidates = path.pop()
-        for step, stem in candidates:
-            (leftovers if stem in stems else extras).append(step)
-
-    for step in steps:
-        folder, _, name = step.rel.rpartition("/")
-        prefix = folder + "/" if folder else ""
-        while path and not prefix.startswith(path[-1][0]):
-            leave()
-        if not path or path[-1][0] != prefix:
-            path.append((prefix, set(), []))
-        _, stems, candidates = path[-1]
-        if step.reason != EXTRA:
-            stems.add(temporary_stem(name))
-            yield step
-        elif (stem := temporary_stem_of(name)) is not None:
-            candidates.append((step, stem))
-        else:
-            extras.append(step)
-    while path:
-        leave()
 
 
 def _restorable(objects: Iterable[RemoteObject], summary: Summary) -> Iterator[RemoteObject]:

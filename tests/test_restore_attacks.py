@@ -388,7 +388,7 @@ def test_local_only_files_are_sorted_into_leftovers_and_extras() -> None:
     from datetime import datetime, timezone
 
     from ass3.model import EXTRA, NEW, UNCHANGED, LocalFile, RemoteObject, Step
-    from ass3.restore import sort_local_only
+    from ass3.plan import sort_local_only
 
     def local(rel: str) -> LocalFile:
         return LocalFile(rel, "/dest/data/" + rel, 1, 0, 0o644)
