@@ -13,14 +13,17 @@ flows through a run. Lower modules never import higher ones.
                  the pure rules for which records to trust
     timeline     pure rules for using them: which run or versions stood at a time,
                  whether a restore may use them, what a new record names
+    settings     transfer settings: options over the profile's aws s3 settings
     scan         the local side: os.walk-like traversal in key order, filters
     reading      opening a file to back up safely, and knowing it changed while read
     files        checksums, object metadata, folders opened without following links,
                  safe placement and removal of restored files
     cache        local state: the state cache (SQLite) that spares re-reading files,
                  and the markers of runs under way
-    s3errors     botocore errors turned into one line a user can act on
-    connection   the boto3 session and client, request counting, transfer settings
+    s3errors     botocore errors turned into one line a user can act on, and which
+                 refusals mean a server lacks a feature
+    connection   the boto3 session and client, request counting, dropping features
+                 a server refuses (multipart, CRC32)
     remote       bucket setup and checks, listings of objects and versions,
                  versioning and lifecycle reads, checksums held in S3
     history      run records and object versions in S3, retention

@@ -20,7 +20,6 @@ from typing import Any
 from ass3.connection import (
     ARCHIVE_CLASSES,
     BUCKET_ENV,
-    DEFAULT_WORKERS,
     STORAGE_CLASSES,
     Connection,
     StorageOptions,
@@ -32,6 +31,7 @@ from ass3.names import validate_bucket_name
 from ass3.plan import DEFAULT_MAX_DELETE
 from ass3.progress import Progress
 from ass3.remote import resolve_bucket
+from ass3.settings import DEFAULT_WORKERS, MULTIPART_CHUNKSIZE, MULTIPART_THRESHOLD, parse_size
 
 log = logging.getLogger("ass3")
 
@@ -51,6 +51,14 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
     return value
+
+
+def size(text: str) -> int:
+    """argparse type for sizes, spelled as the AWS CLI spells them: 8MB, 64MiB, 1GB."""
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,11 +81,28 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         help="do not send or check boto3's CRC32 checksums, for stores that reject them "
         "(the tool's own MD5 checks stay)",
     )
-    where.add_argument(
+    transfers = parser.add_argument_group(
+        "transfers", "defaults come from the profile's s3 section in ~/.aws/config, as for aws s3"
+    )
+    transfers.add_argument(
         "--workers",
         type=positive_int,
-        default=DEFAULT_WORKERS,
-        help=f"files transferred in parallel (default: {DEFAULT_WORKERS})",
+        help="files transferred in parallel (default: s3.max_concurrent_requests, "
+        f"else {DEFAULT_WORKERS})",
+    )
+    transfers.add_argument(
+        "--multipart-threshold",
+        type=size,
+        metavar="SIZE",
+        help="files this big or bigger go in parts (default: s3.multipart_threshold, "
+        f"else {MULTIPART_THRESHOLD // 2**20}MB)",
+    )
+    transfers.add_argument(
+        "--multipart-chunksize",
+        type=size,
+        metavar="SIZE",
+        help="the size of each part (default: s3.multipart_chunksize, "
+        f"else {MULTIPART_CHUNKSIZE // 2**20}MB)",
     )
     output_group = parser.add_argument_group("output")
     output = output_group.add_mutually_exclusive_group()
@@ -147,6 +172,8 @@ def connect(args: argparse.Namespace) -> tuple[Connection, str]:
         region=args.region,
         endpoint_url=args.endpoint_url,
         workers=args.workers,
+        multipart_threshold=args.multipart_threshold,
+        multipart_chunksize=args.multipart_chunksize,
         storage=storage,
         path_style=args.path_style,
         crc32=not args.no_crc32,

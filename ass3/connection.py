@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, overload
 
 import boto3
 import botocore.session
@@ -38,15 +38,19 @@ if TYPE_CHECKING:  # the stubs are a development dependency only
     from types_boto3_s3.literals import ServerSideEncryptionType, StorageClassType
     from types_boto3_sts import STSClient
 
-from ass3.model import Ass3Error, MiB
-from ass3.s3errors import NO_CREDENTIALS_HELP, describe_client_error
+from ass3.model import Ass3Error
+from ass3.s3errors import (
+    NO_CREDENTIALS_HELP,
+    describe_client_error,
+    error_code,
+    is_multipart_refusal,
+    may_be_checksum_refusal,
+)
+from ass3.settings import transfer_settings
 
 log = logging.getLogger("ass3")
 
-DEFAULT_WORKERS = 8
-MULTIPART_THRESHOLD = 8 * MiB
-MULTIPART_CHUNKSIZE = 8 * MiB
-
+T = TypeVar("T")
 
 DEFAULT_MAX_ATTEMPTS = 5
 BUCKET_ENV = "ASS3_BUCKET"
@@ -163,9 +167,9 @@ class Connection:
         profile: str | None = None,
         region: str | None = None,
         endpoint_url: str | None = None,
-        workers: int = DEFAULT_WORKERS,
-        multipart_threshold: int = MULTIPART_THRESHOLD,
-        multipart_chunksize: int = MULTIPART_CHUNKSIZE,
+        workers: int | None = None,
+        multipart_threshold: int | None = None,
+        multipart_chunksize: int | None = None,
         storage: StorageOptions | None = None,
         path_style: bool = False,
         crc32: bool = True,
@@ -191,9 +195,17 @@ class Connection:
             raise Ass3Error(f"invalid max_attempts setting: {error}") from error
         self.region = self.session.region_name or "us-east-1"
         self.endpoint_url = endpoint_url
-        self.workers = workers
-        self.multipart_threshold = multipart_threshold
-        self.multipart_chunksize = multipart_chunksize
+        settings = transfer_settings(
+            core.get_scoped_config().get("s3"),
+            workers=workers,
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=multipart_chunksize,
+        )
+        self.workers = settings.workers
+        self.multipart_threshold = settings.multipart_threshold
+        self.multipart_chunksize = settings.multipart_chunksize
+        # Set once a server has refused multipart uploads: bigger files go in one PUT.
+        self.multipart_refused = False
         self.storage = storage or StorageOptions()
         self._run_counters: list[Counter[str]] = []
         self._unclaimed: Counter[str] = Counter()  # sent while no run was counting
@@ -203,17 +215,16 @@ class Connection:
         self.config = Config(
             region_name=self.region,
             # Workers send small files themselves; big files' parts use as many more.
-            max_pool_connections=workers * 2,
+            max_pool_connections=self.workers * 2,
             retries={
                 "mode": "standard",
                 "total_max_attempts": max_attempts or DEFAULT_MAX_ATTEMPTS,
             },
             user_agent_extra="ass3",
             s3={"addressing_style": "path"} if path_style else None,
-            # Some S3-compatible stores reject boto3's default CRC32 checksums or store
-            # them into the body; the tool's own MD5 checks do not depend on them.
-            request_checksum_calculation="when_supported" if crc32 else "when_required",
-            response_checksum_validation="when_supported" if crc32 else "when_required",
+            # With crc32, botocore's own setting decides (AWS_REQUEST_CHECKSUM_CALCULATION,
+            # request_checksum_calculation in the profile; CRC32 by default).
+            **({} if crc32 else _WITHOUT_CRC32),
         )
         try:
             self.client: S3Client = self._client("s3")
@@ -223,9 +234,9 @@ class Connection:
         host = urllib.parse.urlsplit(self.client.meta.endpoint_url).hostname or ""
         self.on_aws = host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
         self.transfer_config = TransferConfig(
-            multipart_threshold=multipart_threshold,
-            multipart_chunksize=multipart_chunksize,
-            max_concurrency=workers,
+            multipart_threshold=self.multipart_threshold,
+            multipart_chunksize=self.multipart_chunksize,
+            max_concurrency=self.workers,
             preferred_transfer_client="classic",
         )
         self._account_id: str | None = None
@@ -350,3 +361,69 @@ class Connection:
         return part_size_for(
             size, threshold=self.multipart_threshold, chunksize=self.multipart_chunksize
         )
+
+    @property
+    def sends_crc32(self) -> bool:
+        """Whether uploads carry boto3's CRC32 checksums (botocore and s3transfer both
+        read the client's config on every request, so this is the one switch)."""
+        setting = getattr(self.client.meta.config, "request_checksum_calculation", None)
+        return setting == "when_supported"
+
+    def with_fallbacks(self, upload: Callable[[], T]) -> T:
+        """Run `upload`; if the server refused it for a feature it lacks, turn that
+        feature off for the rest of the run, say so once, and run it again.
+
+        Multipart uploads, when the server says it does not implement them (bigger
+        files then go in one PUT); CRC32 checksums, which older S3-compatible stores
+        reject in many ways. Each retry turns one more feature off, so there are at
+        most two, and only for the first uploads that meet the refusal.
+        """
+        while True:
+            sent_crc32, sent_multipart = self.sends_crc32, not self.multipart_refused
+            try:
+                return upload()
+            except ClientError as error:
+                if sent_multipart and is_multipart_refusal(error):
+                    self._refuse_multipart(error)
+                elif sent_crc32 and may_be_checksum_refusal(error):
+                    self._drop_crc32(error)
+                else:
+                    raise
+
+    def _drop_crc32(self, error: ClientError) -> None:
+        with self._lock:
+            if not self.sends_crc32:
+                return  # another upload met the refusal first and said so
+            for setting, value in _WITHOUT_CRC32.items():
+                setattr(self.client.meta.config, setting, value)
+        log.warning(
+            "warning: the server refused an upload (%s: %s), perhaps for boto3's CRC32 "
+            "checksum, which older S3-compatible stores reject; uploading without it from "
+            "now on, as --no-crc32 does (the tool's MD5 checks stay)",
+            error.operation_name,
+            error_code(error) or "no error code",
+        )
+
+    def _refuse_multipart(self, error: ClientError) -> None:
+        with self._lock:
+            if self.multipart_refused:
+                return
+            self.multipart_refused = True
+        log.warning(
+            "warning: the server does not take multipart uploads (%s: %s); files are sent "
+            "in one PUT each, which S3 allows up to 5 GiB",
+            error.operation_name,
+            error_code(error) or "no error code",
+        )
+
+
+class _ChecksumSettings(TypedDict, total=False):
+    request_checksum_calculation: Literal["when_supported", "when_required"]
+    response_checksum_validation: Literal["when_supported", "when_required"]
+
+
+# botocore's "when_required": only where S3 itself requires a checksum.
+_WITHOUT_CRC32: _ChecksumSettings = {
+    "request_checksum_calculation": "when_required",
+    "response_checksum_validation": "when_required",
+}

@@ -195,13 +195,15 @@ def record_run(
     )
     body = record.to_bytes()
     try:
-        conn.client.put_object(
-            Bucket=bucket,
-            Key=record_key(prefix, record.run_id),
-            Body=body,
-            ContentMD5=base64.b64encode(hashlib.md5(body).digest()).decode(),
-            ContentType="application/gzip",
-            **conn.owner_args(),
+        conn.with_fallbacks(
+            lambda: conn.client.put_object(
+                Bucket=bucket,
+                Key=record_key(prefix, record.run_id),
+                Body=body,
+                ContentMD5=base64.b64encode(hashlib.md5(body).digest()).decode(),
+                ContentType="application/gzip",
+                **conn.owner_args(),
+            )
         )
     except TRANSFER_ERRORS as error:
         summary.fail("run record", describe_client_error(error, "PutObject", bucket))

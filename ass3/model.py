@@ -28,6 +28,7 @@ EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130  # Ctrl-C; SIGTERM and SIGHUP give 128 + their number as well
 
 MiB = 1024 * 1024
+GiB = 1024 * MiB
 
 
 # Metadata keys S3 stores with each object (S3 lowercases them; values must be ASCII).

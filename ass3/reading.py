@@ -105,3 +105,42 @@ class PartHashingReader:
     def sent_matches(self, part_md5s: tuple[bytes, ...]) -> bool:
         """Whether the parts read for the upload are exactly the parts hashed before."""
         return self._in_order and tuple(part.digest() for part in self._parts) == part_md5s
+
+
+class WholeHashingReader:
+    """The open file as botocore reads it for one PutObject, hashing what it reads.
+
+    botocore may read a body more than once (to compute a CRC32 header before
+    sending, again for a retry), seeking back to the start each time: each reading
+    from the start begins a new hash, so the last one is what was sent.
+    """
+
+    def __init__(self, fileobj: BinaryIO) -> None:
+        self._file = fileobj
+        self._restart()
+
+    def _restart(self) -> None:
+        self._md5 = hashlib.md5()
+        self._offset = 0
+        self._in_order = True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._file.read(size)
+        if self._file.tell() - len(data) != self._offset:
+            self._in_order = False
+        self._md5.update(data)
+        self._offset += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        position = self._file.seek(offset, whence)
+        if position == 0:
+            self._restart()
+        return position
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def sent_md5(self) -> str | None:
+        """The MD5 of the last reading from the start, if it was read in order."""
+        return self._md5.hexdigest() if self._in_order else None

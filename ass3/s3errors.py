@@ -104,3 +104,65 @@ def fatal_errors(
 def error_code(error: ClientError) -> str:
     """The S3 error code of a ClientError ('NoSuchKey', '404', ...), or ''."""
     return error.response.get("Error", {}).get("Code", "")
+
+
+# Errors that say what is wrong with the request itself, whatever checksums it carried.
+_NOT_ABOUT_CHECKSUMS = frozenset(
+    {
+        "AccessDenied",
+        "EntityTooLarge",
+        "EntityTooSmall",
+        "ExpiredToken",
+        "InvalidAccessKeyId",
+        "InvalidBucketName",
+        "InvalidEncryptionAlgorithmError",
+        "InvalidPart",
+        "InvalidPartOrder",
+        "InvalidStorageClass",
+        "KeyTooLongError",
+        "MetadataTooLarge",
+        "NoSuchBucket",
+        "NoSuchUpload",
+        "RequestTimeout",
+    }
+)
+_UPLOAD_OPERATIONS = frozenset(
+    {"PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload"}
+)
+
+
+def _status(error: ClientError) -> int:
+    return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def _mentions_checksums(error: ClientError) -> bool:
+    message = error.response.get("Error", {}).get("Message", "").lower()
+    return any(word in message for word in ("checksum", "crc32", "trailer", "chunked"))
+
+
+def may_be_checksum_refusal(error: ClientError) -> bool:
+    """Whether an upload may have failed for the CRC32 checksum boto3 added to it.
+
+    Stores that predate S3's flexible checksums answer its headers and aws-chunked
+    trailers with many different errors: 400 InvalidArgument, InvalidRequest or
+    BadDigest (the trailer hashed as body), 403 SignatureDoesNotMatch, 501
+    NotImplemented. A wrong guess costs one retry without CRC32, which the tool's own
+    MD5 checks do not need; so anything that is not plainly about something else counts.
+    """
+    if error.operation_name not in _UPLOAD_OPERATIONS:
+        return False
+    code, status = error_code(error), _status(error)
+    if code in _NOT_ABOUT_CHECKSUMS:
+        return False
+    return status in (400, 501) or code == "SignatureDoesNotMatch"
+
+
+def is_multipart_refusal(error: ClientError) -> bool:
+    """Whether the server does not do multipart uploads at all (some gateways and
+    minimal S3 servers): it refuses to start one, or to take a part."""
+    if error.operation_name not in ("CreateMultipartUpload", "UploadPart"):
+        return False
+    if _mentions_checksums(error):  # e.g. "x-amz-checksum-algorithm not implemented"
+        return False
+    code, status = error_code(error), _status(error)
+    return status in (405, 501) or code in ("NotImplemented", "MethodNotAllowed")

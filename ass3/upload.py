@@ -42,8 +42,9 @@ from ass3.model import (
     Step,
 )
 from ass3.names import MAX_KEY_BYTES
-from ass3.plan import metadata_may_have_changed, multipart_etag
+from ass3.plan import etag_matches, metadata_may_have_changed, multipart_etag
 from ass3.remote import content_matches
+from ass3.settings import MAX_SINGLE_PUT
 
 if TYPE_CHECKING:
     from types_boto3_s3.type_defs import HeadObjectOutputTypeDef
@@ -85,14 +86,17 @@ def _upload(
         part_size = conn.part_size_for(before.st_size)
         if part_size is None:
             return _put_small(conn, bucket, key, fileobj, before, snapshot, as_read=as_read)
+        if conn.multipart_refused and before.st_size > MAX_SINGLE_PUT:
+            raise FileProblem("over 5 GiB, and the server refuses multipart uploads")
+        put = _put_whole if conn.multipart_refused else _put_large
         if not as_read:
-            return _put_large(conn, transfers, bucket, key, fileobj, before, snapshot)
+            return put(conn, transfers, bucket, key, fileobj, before, snapshot)
         with tempfile.TemporaryFile() as copy:  # a snapshot that cannot change under us
             shutil.copyfileobj(fileobj, copy, READ_CHUNK)
             copy.flush()
             frozen = os.fstat(copy.fileno())
             copy.seek(0)
-            sent = _put_large(conn, transfers, bucket, key, copy, frozen, snapshot)
+            sent = put(conn, transfers, bucket, key, copy, frozen, snapshot)
             return replace(sent, read_bytes=sent.read_bytes + before.st_size, clean=False)
 
 
@@ -172,6 +176,45 @@ def _put_large(
     return _Sent(snapshot, digest.md5, etag, version_id, size, 2 * size, clean=True)
 
 
+def _put_whole(
+    conn: Connection,
+    _transfers: TransferManager,
+    bucket: str,
+    key: str,
+    fileobj: BinaryIO,
+    before: os.stat_result,
+    snapshot: LocalFile,
+) -> _Sent:
+    """One streamed PutObject of a file too big to hold in memory, for a server that
+    refuses multipart uploads: hashed first, then sent with that Content-MD5, which
+    makes S3 (and most servers) refuse bytes that changed meanwhile. On a server that
+    ignores Content-MD5, the ETag it answers and the bytes hashed as sent tell; the
+    file is then sent again, as any file that changed while read, and the object that
+    did not match its metadata is overwritten before the run records anything."""
+    digest = local_checksum(fileobj, None)
+    if not reading.unchanged(fileobj, before):
+        raise reading.FileChanged("changed while being read")
+    fileobj.seek(0)
+    sent = reading.WholeHashingReader(fileobj)
+    response = conn.client.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=cast("BinaryIO", sent),  # botocore needs only read, seek and tell
+        ContentLength=before.st_size,
+        ContentMD5=base64.b64encode(bytes.fromhex(digest.md5)).decode(),
+        Metadata=object_metadata(digest, before),
+        **conn.storage.upload_args(),
+        **conn.owner_args(),
+    )
+    etag = response["ETag"].strip('"')
+    stored_other = conn.storage.etag_is_md5 and etag_matches(etag, digest) is False
+    if stored_other or not (sent.sent_md5() == digest.md5 and reading.unchanged(fileobj, before)):
+        # The object holds bytes its md5 metadata does not describe: sent again at once.
+        raise reading.FileChanged("changed while being uploaded")
+    size = before.st_size
+    return _Sent(snapshot, digest.md5, etag, response.get("VersionId"), size, 2 * size, True)
+
+
 def _matched(
     conn: Connection,
     bucket: str,
@@ -242,13 +285,20 @@ def backup_step(
         return Outcome(
             step.rel, transferred=True, size=local.size, reason=reason, read_bytes=read_bytes
         )
+
+    def send(*, as_read: bool) -> _Sent:
+        """A server that refuses CRC32 checksums or multipart gets the file again without."""
+        return conn.with_fallbacks(
+            lambda: _upload(conn, transfers, bucket, key, local, as_read=as_read)
+        )
+
     try:
-        sent = _upload(conn, transfers, bucket, key, local, as_read=False)
+        sent = send(as_read=False)
     except reading.FileChanged:  # once more; a file that never stops changing goes up as read
         try:
-            sent = _upload(conn, transfers, bucket, key, local, as_read=False)
+            sent = send(as_read=False)
         except reading.FileChanged:
-            sent = _upload(conn, transfers, bucket, key, local, as_read=True)
+            sent = send(as_read=True)
     entry = RecordEntry(step.rel, sent.size, sent.md5, sent.etag, sent.version_id)
     return Outcome(
         step.rel,

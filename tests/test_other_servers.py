@@ -7,6 +7,7 @@ request the way that server does.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -157,3 +158,168 @@ def test_a_listing_out_of_key_order_is_sorted_before_anything_is_planned(
     assert f"s3://{bucket}/data/ is listed out of UTF-8 byte order" in caplog.text
     restored = s3common.restore(conn, "data", bucket=bucket, destination=str(tmp_path / "out"))
     assert (restored.failures, restored.transferred) == ([], len(files))
+
+
+NOT_IMPLEMENTED = (
+    b"<Error><Code>NotImplemented</Code><Message>A header you provided implies "
+    b"functionality that is not implemented</Message></Error>"
+)
+UNSUPPORTED_HEADER = (
+    b"<Error><Code>InvalidArgument</Code><Message>Unsupported header "
+    b"x-amz-checksum-crc32 received for this API call.</Message></Error>"
+)
+
+
+def carries_crc32(request: Any) -> bool:
+    """A header or an aws-chunked trailer with boto3's CRC32 (over HTTPS it is a trailer)."""
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    return "x-amz-checksum-crc32" in headers or "crc32" in str(headers.get("x-amz-trailer", ""))
+
+
+def big_and_small_tree(root: Path) -> dict[str, bytes]:
+    files = {
+        "big1": bytes(range(256)) * (24 * 1024),  # 6 MiB: two parts of 5 MiB
+        "big2": b"\x07" * (11 * 1024 * 1024),
+        "small": b"small",
+    }
+    make_tree(root, files)
+    return files
+
+
+def object_bytes(s3: Any, bucket: str, key: str) -> bytes:
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def test_a_server_that_refuses_multipart_gets_big_files_in_one_put(
+    s3: Any, bucket: str, tmp_path: Path, hook: Hook, caplog: pytest.LogCaptureFixture
+) -> None:
+    creates: list[str] = []
+
+    def refuse(request: Any, **_: Any) -> AWSResponse:
+        creates.append(request.url)
+        return answer(501, NOT_IMPLEMENTED, "application/xml")(request)
+
+    hook("before-send.s3.CreateMultipartUpload", refuse)
+    sent = sent_operations(hook)
+    conn = Connection(workers=1, multipart_threshold=5 * 2**20, multipart_chunksize=5 * 2**20)
+    files = big_and_small_tree(tmp_path / "src")
+    summary = s3common.backup(conn, str(tmp_path / "src"), bucket=bucket, prefix="data")
+    assert (summary.failures, summary.transferred) == ([], 3)
+    assert len(creates) == 1  # refused once; the run stopped asking
+    assert sent["UploadPart"] == 0 and conn.multipart_refused and conn.sends_crc32
+    for rel, content in files.items():
+        assert object_bytes(s3, bucket, f"data/{rel}") == content
+        head = s3.head_object(Bucket=bucket, Key=f"data/{rel}")
+        assert head["Metadata"]["md5"] == hashlib.md5(content).hexdigest()
+    warnings = [r.getMessage() for r in caplog.records if "multipart" in r.getMessage()]
+    assert len(warnings) == 1 and "NotImplemented" in warnings[0]
+    again = s3common.backup(conn, str(tmp_path / "src"), bucket=bucket, prefix="data")
+    assert (again.failures, again.transferred) == ([], 0)
+
+
+def test_without_multipart_a_file_over_five_gib_is_reported_not_attempted(
+    s3: Any, bucket: str, tmp_path: Path, hook: Hook
+) -> None:
+    hook("before-send.s3.CreateMultipartUpload", answer(501, NOT_IMPLEMENTED, "application/xml"))
+    root = tmp_path / "src"
+    make_tree(root, {"first": b"\x01" * (6 * 2**20)})
+    with open(root / "huge", "wb") as sparse:
+        sparse.truncate(5 * 2**30 + 1)
+    sent = sent_operations(hook)
+    conn = Connection(workers=1, multipart_threshold=5 * 2**20, multipart_chunksize=5 * 2**20)
+    summary = s3common.backup(conn, str(root), bucket=bucket, prefix="data")
+    assert [(rel, "5 GiB" in why) for rel, why in summary.failures] == [("huge", True)]
+    assert summary.transferred == 1 and sent["PutObject"] == 2  # "first", and the record
+
+
+def test_a_server_that_refuses_crc32_gets_each_upload_once_more_without_it(
+    s3: Any, bucket: str, tmp_path: Path, hook: Hook, caplog: pytest.LogCaptureFixture
+) -> None:
+    refused: Counter[str] = Counter()
+
+    def reject_crc32(request: Any, event_name: str, **_: Any) -> AWSResponse | None:
+        if not carries_crc32(request):
+            return None  # on to moto
+        refused[event_name.rsplit(".", 1)[-1]] += 1
+        return answer(400, UNSUPPORTED_HEADER, "application/xml")(request)
+
+    for operation in ("PutObject", "UploadPart", "CreateMultipartUpload"):
+        hook(f"before-send.s3.{operation}", reject_crc32)
+    conn = Connection(workers=1, multipart_threshold=5 * 2**20, multipart_chunksize=5 * 2**20)
+    assert conn.sends_crc32
+    files = big_and_small_tree(tmp_path / "src")
+    summary = s3common.backup(conn, str(tmp_path / "src"), bucket=bucket, prefix="data")
+    assert (summary.failures, summary.transferred) == ([], 3)
+    assert sum(refused.values()) == 1 and not conn.sends_crc32 and not conn.multipart_refused
+    for rel, content in files.items():
+        assert object_bytes(s3, bucket, f"data/{rel}") == content
+    warnings = [r.getMessage() for r in caplog.records if "CRC32" in r.getMessage()]
+    assert len(warnings) == 1 and "--no-crc32" in warnings[0]
+    assert summary.run_id is not None  # the run record went up too
+
+
+def test_a_refusal_that_is_not_about_crc32_fails_the_file_after_one_retry(
+    s3: Any, bucket: str, tmp_path: Path, hook: Hook
+) -> None:
+    tries: list[bool] = []
+
+    def reject_everything(request: Any, **_: Any) -> AWSResponse:
+        tries.append(carries_crc32(request))
+        return answer(400, b"<Error><Code>InvalidRequest</Code></Error>", "application/xml")(
+            request
+        )
+
+    hook("before-send.s3.PutObject", reject_everything)
+    conn = Connection(workers=1)
+    make_tree(tmp_path / "src", {"a": b"a", "b": b"b"})
+    summary = s3common.backup(conn, str(tmp_path / "src"), bucket=bucket, prefix="data")
+    assert sorted(rel for rel, _ in summary.failures) == ["a", "b"]
+    assert all("InvalidRequest" in why for _, why in summary.failures)
+    # The first file: with CRC32, then once without; after that, one try each.
+    assert tries == [True, False, False]
+
+
+def test_with_no_crc32_a_refusal_is_never_retried(
+    s3: Any, bucket: str, tmp_path: Path, hook: Hook
+) -> None:
+    tries: list[bool] = []
+
+    def reject(request: Any, **_: Any) -> AWSResponse:
+        tries.append(carries_crc32(request))
+        return answer(400, UNSUPPORTED_HEADER, "application/xml")(request)
+
+    hook("before-send.s3.PutObject", reject)
+    conn = Connection(workers=1, crc32=False)
+    make_tree(tmp_path / "src", {"a": b"a"})
+    summary = s3common.backup(conn, str(tmp_path / "src"), bucket=bucket, prefix="data")
+    assert [rel for rel, _ in summary.failures] == ["a"]
+    assert tries == [False]
+
+
+def test_one_put_of_a_file_that_changes_on_a_server_ignoring_content_md5_is_sent_again(
+    s3: Any, bucket: str, tmp_path: Path, hook: Hook
+) -> None:
+    """The single-PUT fallback streams a big file from disk after hashing it; a writer
+    in between, on a server that does not check Content-MD5, must not leave an object
+    whose md5 metadata describes other bytes."""
+    hook("before-send.s3.CreateMultipartUpload", answer(501, NOT_IMPLEMENTED, "application/xml"))
+    root = tmp_path / "src"
+    make_tree(root, {"big": b"\x01" * (6 * 2**20)})
+    puts: list[str] = []
+
+    def write_while_sent(request: Any, **_: Any) -> None:
+        puts.append(request.url)
+        request.headers.pop("Content-MD5", None)  # a server that ignores it
+        if len(puts) == 1:
+            with open(root / "big", "r+b") as racing_writer:
+                racing_writer.write(b"\x02" * 4096)
+
+    hook("before-send.s3.PutObject", write_while_sent)
+    conn = Connection(workers=1, multipart_threshold=5 * 2**20, crc32=False)
+    summary = s3common.backup(conn, str(root), bucket=bucket, prefix="data")
+    assert summary.failures == []
+    now = (root / "big").read_bytes()
+    assert object_bytes(s3, bucket, "data/big") == now
+    head = s3.head_object(Bucket=bucket, Key="data/big")
+    assert head["Metadata"]["md5"] == hashlib.md5(now).hexdigest()
+    assert len(puts) == 3  # the big file twice, then the run record
