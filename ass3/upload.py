@@ -131,6 +131,15 @@ def _put_small(
     return _Sent(snapshot, digest.md5, etag, version_id, len(data), len(data), clean)
 
 
+def _hashed_first(fileobj: BinaryIO, before: os.stat_result, part_size: int | None) -> FileDigest:
+    """The digest of a file about to be streamed, rewound for the upload to read it again."""
+    digest = local_checksum(fileobj, part_size)
+    if not reading.unchanged(fileobj, before):
+        raise reading.FileChanged("changed while being read")
+    fileobj.seek(0)
+    return digest
+
+
 def _put_large(
     conn: Connection,
     transfers: TransferManager,
@@ -145,10 +154,7 @@ def _put_large(
     upload is completed, so a file that changed meanwhile leaves no object behind."""
     part_size = conn.part_size_for(before.st_size)
     assert part_size is not None
-    digest = local_checksum(fileobj, part_size)
-    if not reading.unchanged(fileobj, before):
-        raise reading.FileChanged("changed while being read")
-    fileobj.seek(0)
+    digest = _hashed_first(fileobj, before, part_size)
     sent = reading.PartHashingReader(fileobj, part_size)
     checked: list[bool] = []
 
@@ -191,10 +197,7 @@ def _put_whole(
     ignores Content-MD5, the ETag it answers and the bytes hashed as sent tell; the
     file is then sent again, as any file that changed while read, and the object that
     did not match its metadata is overwritten before the run records anything."""
-    digest = local_checksum(fileobj, None)
-    if not reading.unchanged(fileobj, before):
-        raise reading.FileChanged("changed while being read")
-    fileobj.seek(0)
+    digest = _hashed_first(fileobj, before, None)
     sent = reading.WholeHashingReader(fileobj)
     response = conn.client.put_object(
         Bucket=bucket,
