@@ -194,9 +194,9 @@ def _put_whole(
     """One streamed PutObject of a file too big to hold in memory, for a server that
     refuses multipart uploads: hashed first, then sent with that Content-MD5, which
     makes S3 (and most servers) refuse bytes that changed meanwhile. On a server that
-    ignores Content-MD5, the ETag it answers and the bytes hashed as sent tell; the
-    file is then sent again, as any file that changed while read, and the object that
-    did not match its metadata is overwritten before the run records anything."""
+    ignores Content-MD5, the bytes hashed as sent tell: the file is then sent again, as
+    any file that changed while read, over the object that did not match its metadata,
+    before the run records anything. An ETag that is not the MD5 sent is reported."""
     digest = _hashed_first(fileobj, before, None)
     sent = reading.WholeHashingReader(fileobj)
     response = conn.client.put_object(
@@ -210,10 +210,12 @@ def _put_whole(
         **conn.owner_args(),
     )
     etag = response["ETag"].strip('"')
-    stored_other = conn.storage.etag_is_md5 and etag_matches(etag, digest) is False
-    if stored_other or not (sent.sent_md5() == digest.md5 and reading.unchanged(fileobj, before)):
+    if not (sent.sent_md5() == digest.md5 and reading.unchanged(fileobj, before)):
         # The object holds bytes its md5 metadata does not describe: sent again at once.
         raise reading.FileChanged("changed while being uploaded")
+    if conn.storage.etag_is_md5 and etag_matches(etag, digest) is False:
+        # The server kept other bytes than it was sent; its ETag tells the next run so.
+        raise FileProblem(f"the server answered ETag {etag}, not the MD5 of the bytes sent")
     size = before.st_size
     return _Sent(snapshot, digest.md5, etag, response.get("VersionId"), size, 2 * size, True)
 

@@ -323,3 +323,38 @@ def test_one_put_of_a_file_that_changes_on_a_server_ignoring_content_md5_is_sent
     head = s3.head_object(Bucket=bucket, Key="data/big")
     assert head["Metadata"]["md5"] == hashlib.md5(now).hexdigest()
     assert len(puts) == 3  # the big file twice, then the run record
+
+
+def test_one_put_whose_etag_is_not_the_md5_sent_is_reported(
+    s3: Any, bucket: str, tmp_path: Path, hook: Hook
+) -> None:
+    """A server that kept other bytes than it was sent (aws-chunked framing stored as
+    data, say) answers another ETag: the file is reported, not recorded as backed up."""
+    hook("before-send.s3.CreateMultipartUpload", answer(501, NOT_IMPLEMENTED, "application/xml"))
+
+    def other_etag(parsed: dict[str, Any], **_: Any) -> None:
+        parsed["ETag"] = '"' + "0" * 32 + '"'
+
+    hook("after-call.s3.PutObject", other_etag)
+    make_tree(tmp_path / "src", {"big": b"\x01" * (6 * 2**20)})
+    conn = Connection(workers=1, multipart_threshold=5 * 2**20, crc32=False)
+    summary = s3common.backup(conn, str(tmp_path / "src"), bucket=bucket, prefix="data")
+    assert [rel for rel, _ in summary.failures] == ["big"]
+    assert "ETag 00000000000000000000000000000000" in summary.failures[0][1]
+
+
+def test_one_put_over_plain_http_with_crc32_hashes_what_was_sent(
+    moto_endpoint: str, bucket: str, tmp_path: Path, hook: Hook
+) -> None:
+    """Over HTTP botocore reads the body once for the CRC32 header, rewinds, then
+    sends it: the hash of what was sent must start again at the rewind."""
+    hook("before-send.s3.CreateMultipartUpload", answer(501, NOT_IMPLEMENTED, "application/xml"))
+    content = bytes(range(256)) * (24 * 1024)
+    make_tree(tmp_path / "src", {"big": content})
+    conn = Connection(
+        endpoint_url=moto_endpoint, workers=1, multipart_threshold=5 * 2**20, crc32=True
+    )
+    summary = s3common.backup(conn, str(tmp_path / "src"), bucket=bucket, prefix="data")
+    assert (summary.failures, summary.warnings, summary.transferred) == ([], [], 1)
+    got = conn.client.get_object(Bucket=bucket, Key="data/big")["Body"].read()
+    assert got == content and conn.sends_crc32

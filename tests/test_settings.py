@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from helpers import run_script
 from hypothesis import given
 from hypothesis import strategies as st
 
 import s3common
+from ass3.s3errors import is_multipart_refusal, may_be_checksum_refusal
 from ass3.settings import (
     DEFAULT_WORKERS,
     MULTIPART_CHUNKSIZE,
@@ -163,3 +166,93 @@ def test_the_options_reach_the_upload_and_bad_ones_are_one_line(
         bad = run_script("ass3Backup.py", str(root), flag, value, env=script_env)
         lines = bad.stderr.strip().splitlines()
         assert bad.returncode == 2 and message in lines[-1] and "Traceback" not in bad.stderr
+
+
+def refusal(operation: str, status: int, code: str, message: str = "") -> ClientError:
+    response: Any = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(response, operation)
+
+
+@pytest.mark.parametrize(
+    ("error", "checksums", "multipart"),
+    [
+        (refusal("PutObject", 400, "InvalidArgument", "Unsupported header"), True, False),
+        (refusal("PutObject", 400, "BadDigest"), True, False),
+        (refusal("UploadPart", 501, "NotImplemented"), True, True),
+        (refusal("PutObject", 403, "SignatureDoesNotMatch"), True, False),
+        (refusal("PutObject", 403, "AccessDenied"), False, False),
+        (refusal("PutObject", 400, "InvalidStorageClass"), False, False),
+        (refusal("PutObject", 404, "NoSuchBucket"), False, False),
+        (refusal("PutObject", 503, "SlowDown"), False, False),
+        (refusal("GetObject", 400, "InvalidArgument"), False, False),
+        (refusal("CreateMultipartUpload", 501, "NotImplemented"), True, True),
+        (refusal("CreateMultipartUpload", 405, "MethodNotAllowed"), False, True),
+        (refusal("CreateMultipartUpload", 400, "InvalidRequest"), True, False),
+        (
+            refusal("CreateMultipartUpload", 501, "NotImplemented", "x-amz-checksum-algorithm"),
+            True,
+            False,
+        ),
+        (refusal("CompleteMultipartUpload", 400, "InvalidPart"), False, False),
+    ],
+)
+def test_which_refusals_mean_a_server_lacks_a_feature(
+    error: ClientError, checksums: bool, multipart: bool
+) -> None:
+    assert may_be_checksum_refusal(error) is checksums
+    assert is_multipart_refusal(error) is multipart
+
+
+class _Refusing:
+    """An upload that the server refuses while the features in `refused` are on."""
+
+    def __init__(self, conn: s3common.Connection, refused: set[str]) -> None:
+        self.conn, self.refused, self.tries = conn, refused, 0
+
+    def __call__(self) -> str:
+        self.tries += 1
+        if "crc32" in self.refused and self.conn.sends_crc32:
+            raise refusal("PutObject", 400, "InvalidArgument", "x-amz-checksum-crc32")
+        if "multipart" in self.refused and not self.conn.multipart_refused:
+            raise refusal("CreateMultipartUpload", 501, "NotImplemented")
+        if "always" in self.refused:
+            raise refusal("PutObject", 400, "InvalidRequest")
+        return "sent"
+
+
+@pytest.mark.parametrize(
+    ("refused", "tries", "crc32_after", "multipart_after"),
+    [
+        (set(), 1, True, True),
+        ({"crc32"}, 2, False, True),
+        ({"multipart"}, 2, True, False),
+        ({"crc32", "multipart"}, 3, False, False),
+    ],
+)
+def test_each_retry_turns_one_feature_off(
+    refused: set[str], tries: int, crc32_after: bool, multipart_after: bool
+) -> None:
+    conn = s3common.Connection()
+    upload = _Refusing(conn, refused)
+    assert conn.with_fallbacks(upload) == "sent"
+    assert (upload.tries, conn.sends_crc32, not conn.multipart_refused) == (
+        tries,
+        crc32_after,
+        multipart_after,
+    )
+    again = _Refusing(conn, refused)
+    assert conn.with_fallbacks(again) == "sent" and again.tries == 1
+
+
+def test_a_refusal_that_outlives_the_fallbacks_is_raised() -> None:
+    conn = s3common.Connection()
+    upload = _Refusing(conn, {"always"})
+    with pytest.raises(ClientError, match="InvalidRequest"):
+        conn.with_fallbacks(upload)
+    assert upload.tries == 2 and not conn.sends_crc32  # CRC32 was the one suspect
+    with pytest.raises(ClientError):
+        conn.with_fallbacks(upload)
+    assert upload.tries == 3
