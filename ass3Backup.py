@@ -10,9 +10,22 @@ import s3common
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ass3Backup.py",
+    parser = s3common.Parser(
+        script="ass3Backup.py",
+        command="ass3-backup",
         description="Upload every new or changed file under DIR to s3://BUCKET/PREFIX/.",
+        examples="""\
+  # back up to s3://ass3backup-<account>/Documents/
+  %(prog)s ~/Documents
+  # show what would be uploaded, and why
+  %(prog)s ~/Documents --dry-run -v
+  # mirror deletions too (older runs keep them)
+  %(prog)s /srv/www --prefix www --delete
+  # leave out build output (gitignore patterns; DIR/.ass3ignore is read too)
+  %(prog)s ~/src --exclude node_modules/ --exclude '*.o'
+  # the buckets and backups there are
+  %(prog)s --list
+""",
     )
     parser.add_argument("directory", metavar="DIR", nargs="?", help="the folder to back up")
     parser.add_argument("--prefix", help="backup name in the bucket (default: basename of DIR)")
@@ -111,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         line = f"{args.directory} -> s3://{bucket}/{prefix}/{run}: {summary.line()}"
         return s3common.finish(args, summary, line, bucket=bucket, prefix=prefix)
 
-    return s3common.run_main("ass3Backup", args, run)
+    return s3common.run_main(parser.prog, args, run)
 
 
 if __name__ == "__main__":

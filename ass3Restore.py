@@ -10,9 +10,20 @@ import s3common
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ass3Restore.py",
+    parser = s3common.Parser(
+        script="ass3Restore.py",
+        command="ass3-restore",
         description="Download backup NAME from S3 into DEST/NAME, verifying each file's MD5.",
+        examples="""\
+  # restore into /tmp/r/Documents/
+  %(prog)s Documents --dest /tmp/r
+  # the runs there are to go back to
+  %(prog)s Documents --runs
+  # the tree as it was at the end of that day
+  %(prog)s Documents --as-of 2026-11-30
+  # show what would be downloaded, and why
+  %(prog)s Documents --dry-run -v
+""",
     )
     parser.add_argument("name", metavar="NAME", nargs="?", help="the backup to restore")
     parser.add_argument("--dest", default=".", help="folder to restore into (default: current)")
@@ -69,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         line = f"{method}s3://{bucket}/{name}/ -> {args.dest}: {summary.line()}"
         return s3common.finish(args, summary, line, bucket=bucket, prefix=name)
 
-    return s3common.run_main("ass3Restore", args, run)
+    return s3common.run_main(parser.prog, args, run)
 
 
 if __name__ == "__main__":

@@ -49,9 +49,11 @@ The functions the original design named, and where each job lives now:
 
 from __future__ import annotations
 
+from ass3 import __version__
 from ass3.backup import backup
 from ass3.cache import StateCache, default_cache_path
 from ass3.cli import (
+    Parser,
     add_connection_arguments,
     add_deletion_arguments,
     connect,
@@ -142,6 +144,7 @@ __all__ = [
     "Filters",
     "LocalFile",
     "MiB",
+    "Parser",
     "RemoteObject",
     "ScanReport",
     "Seen",
@@ -149,6 +152,7 @@ __all__ = [
     "Step",
     "StorageOptions",
     "Summary",
+    "__version__",
     "add_connection_arguments",
     "add_deletion_arguments",
     "backup",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -15,8 +16,9 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
+from ass3 import __version__
 from ass3.connection import (
     ARCHIVE_CLASSES,
     BUCKET_ENV,
@@ -34,6 +36,24 @@ from ass3.remote import resolve_bucket
 from ass3.settings import DEFAULT_WORKERS, MULTIPART_CHUNKSIZE, MULTIPART_THRESHOLD, parse_size
 
 log = logging.getLogger("ass3")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the tool's manners: a usage error is one line with the same prefix
+    as every other error, and a hint to --help instead of the whole usage block."""
+
+    def __init__(self, *, script: str, command: str, description: str, examples: str) -> None:
+        # How the user called it: `ass3Backup.py` from a checkout, `ass3-backup` installed.
+        called = os.path.basename(sys.argv[0])
+        super().__init__(
+            prog=called if called == command else script,
+            description=description,
+            epilog=f"examples:\n{examples}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def max_delete_spec(text: str) -> str:
@@ -120,6 +140,7 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print a JSON summary on stdout at the end, and nothing else on stdout",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
 
 def add_deletion_arguments(parser: argparse.ArgumentParser, what: str) -> None:
@@ -208,7 +229,8 @@ def progress_for(args: argparse.Namespace, action: str) -> Progress:
 def finish(args: argparse.Namespace, summary: Summary, line: str, **details: Any) -> int:
     """Print the run's summary as the options ask, and give its exit code."""
     if args.json:
-        print(json.dumps({**details, **summary.to_dict()}, ensure_ascii=False))
+        document = {**details, **summary.to_dict(), "version": __version__}
+        print(json.dumps(document, ensure_ascii=False))
     elif not args.quiet:
         print(line)
     return summary.exit_code
@@ -314,5 +336,6 @@ def run_main(program: str, args: argparse.Namespace, body: Callable[[], int]) ->
         log.setLevel(saved[0])
         log.propagate = saved[1]
     if args.json:
-        print(json.dumps({"error": message, "exit_code": code}, ensure_ascii=False))
+        document = {"error": message, "exit_code": code, "version": __version__}
+        print(json.dumps(document, ensure_ascii=False))
     return code

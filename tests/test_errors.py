@@ -70,7 +70,7 @@ def test_region_mismatch_from_the_cli_is_one_line_and_exit_2(
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err == [
-        "ass3Backup: error: bucket s3://some-bucket is in region ap-south-1: "
+        "ass3Backup.py: error: bucket s3://some-bucket is in region ap-south-1: "
         "pass --region ap-south-1"
     ]
 

@@ -514,7 +514,7 @@ def test_ctrl_c_in_the_script_exits_130_with_one_line(
     monkeypatch.setattr("ass3.cli.Connection", lambda **_: conn)
     assert ass3Backup.main([str(root), "--bucket", bucket]) == s3common.EXIT_INTERRUPTED
     captured = capsys.readouterr()
-    assert captured.err.splitlines() == ["ass3Backup: interrupted"]
+    assert captured.err.splitlines() == ["ass3Backup.py: interrupted"]
     assert captured.out == ""
     assert open_uploads(s3, bucket) == []
 
@@ -803,7 +803,7 @@ def test_sigint_during_a_big_upload_exits_130_and_aborts_it(
             proc.communicate()
     assert proc.returncode == s3common.EXIT_INTERRUPTED, stderr
     assert "Traceback" not in stderr
-    assert stderr.splitlines() == ["ass3Backup: interrupted"]
+    assert stderr.splitlines() == ["ass3Backup.py: interrupted"]
     assert stdout == ""
     assert open_uploads(server, bucket) == []
     assert object_count(server, bucket) == 0

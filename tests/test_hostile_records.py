@@ -253,7 +253,7 @@ def test_run_naming_a_bad_record_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert code == 2
     *warnings, line = err.splitlines()
-    assert line.startswith(f"ass3Restore: error: {BAD} ")
+    assert line.startswith(f"ass3Restore.py: error: {BAD} ")
     assert bad in line
     assert warnings == []  # an explicit --run: the error alone, not the listing's warning
     assert not (dest / "data").exists() or read_tree(dest / "data") == {}

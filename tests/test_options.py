@@ -483,6 +483,7 @@ JSON_KEYS = {
     "bucket",
     "prefix",
     "run_id",
+    "version",
 }
 
 
@@ -522,6 +523,7 @@ def test_json_output_is_one_document_and_nothing_else(
     assert missing.stdout.count("\n") == 1
     error = json.loads(missing.stdout)
     assert error["exit_code"] == 2 and "no backup named 'nope'" in error["error"]
+    assert error["version"] == report["version"] == s3common.__version__
 
 
 @pytest.mark.slow
@@ -546,7 +548,7 @@ def test_quiet_prints_nothing_on_success_and_still_reports_errors(
 
     missing = run_script("ass3Restore.py", "nope", "--bucket", bucket, "-q", env=script_env)
     assert (missing.returncode, missing.stdout) == (2, "")
-    assert "ass3Restore: error: no backup named 'nope'" in missing.stderr
+    assert "ass3Restore.py: error: no backup named 'nope'" in missing.stderr
 
 
 @pytest.mark.slow

@@ -81,7 +81,7 @@ def test_a_bug_is_one_line_and_exit_70(
     assert MAINS[script](argv(script, data, bucket)) == EXIT_INTERNAL
     captured = capsys.readouterr()
     assert one_line(captured.err) == (
-        f"ass3{script.title()}: internal error: RuntimeError: boom "
+        f"ass3{script.title()}.py: internal error: RuntimeError: boom "
         "(run with --debug for the traceback)"
     )
     assert captured.out == ""
@@ -94,7 +94,7 @@ def test_debug_prints_the_traceback(
     monkeypatch.setattr(MAIN_THREAD_STEP["backup"], boom)
     assert ass3Backup.main(argv("backup", data, bucket, "--debug")) == EXIT_INTERNAL
     lines = capsys.readouterr().err.splitlines()
-    assert lines[0] == "ass3Backup: internal error: RuntimeError: boom"
+    assert lines[0] == "ass3Backup.py: internal error: RuntimeError: boom"
     assert lines[1] == "Traceback (most recent call last):"
     assert any("in boom" in line for line in lines)
     assert lines[-1] == "RuntimeError: boom"
@@ -110,6 +110,7 @@ def test_a_bug_with_json_is_also_a_json_document(
     assert json.loads(captured.out) == {
         "error": "internal error: RuntimeError: boom",
         "exit_code": EXIT_INTERNAL,
+        "version": s3common.__version__,
     }
     assert "internal error: RuntimeError: boom" in one_line(captured.err)
 
@@ -144,7 +145,7 @@ def test_a_bug_in_a_worker_thread_is_the_same_internal_error(
     assert ass3Backup.main(argv("backup", data, bucket)) == EXIT_INTERNAL
     captured = capsys.readouterr()
     assert one_line(captured.err) == (
-        "ass3Backup: internal error: KeyError: 'oops' (run with --debug for the traceback)"
+        "ass3Backup.py: internal error: KeyError: 'oops' (run with --debug for the traceback)"
     )
     assert threads and all(name.startswith("ass3") for name in threads)
 
@@ -194,8 +195,8 @@ def test_a_stop_signal_is_an_interruption_with_its_own_code(
     sig: signal.Signals,
     code: int,
 ) -> None:
-    assert s3common.run_main("ass3Backup", options(), signalled_body(sig)) == code
-    assert one_line(capsys.readouterr().err) == f"ass3Backup: interrupted ({sig.name})"
+    assert s3common.run_main("ass3Backup.py", options(), signalled_body(sig)) == code
+    assert one_line(capsys.readouterr().err) == f"ass3Backup.py: interrupted ({sig.name})"
     # The handlers the caller had are back.
     assert signal.getsignal(signal.SIGTERM) is fallback_handlers
     assert signal.getsignal(signal.SIGHUP) is fallback_handlers
@@ -204,16 +205,20 @@ def test_a_stop_signal_is_an_interruption_with_its_own_code(
 @pytest.mark.usefixtures("fallback_handlers")
 def test_a_stop_signal_with_json_is_a_json_document(capsys: pytest.CaptureFixture[str]) -> None:
     body = signalled_body(signal.SIGTERM)
-    assert s3common.run_main("ass3Restore", options(json=True), body) == 143
+    assert s3common.run_main("ass3Restore.py", options(json=True), body) == 143
     captured = capsys.readouterr()
-    assert json.loads(captured.out) == {"error": "interrupted (SIGTERM)", "exit_code": 143}
-    assert one_line(captured.err) == "ass3Restore: interrupted (SIGTERM)"
+    assert json.loads(captured.out) == {
+        "error": "interrupted (SIGTERM)",
+        "exit_code": 143,
+        "version": s3common.__version__,
+    }
+    assert one_line(captured.err) == "ass3Restore.py: interrupted (SIGTERM)"
 
 
 def test_sighup_ignored_by_nohup_stays_ignored(capsys: pytest.CaptureFixture[str]) -> None:
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        assert s3common.run_main("ass3Backup", options(), signalled_body_short()) == 0
+        assert s3common.run_main("ass3Backup.py", options(), signalled_body_short()) == 0
         assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, previous)
@@ -235,7 +240,7 @@ def test_run_main_outside_the_main_thread_leaves_signals_alone() -> None:
 
     def run() -> None:
         try:
-            results.append(s3common.run_main("ass3Backup", options(), lambda: 0))
+            results.append(s3common.run_main("ass3Backup.py", options(), lambda: 0))
         except BaseException as error:
             results.append(error)
 
@@ -353,7 +358,7 @@ def test_stop_signal_during_a_big_upload_exits_128_plus_n_and_aborts_it(
             proc.kill()
             proc.communicate()
     assert proc.returncode == code, stderr
-    assert stderr.splitlines() == [f"ass3Backup: interrupted ({sig.name})"]
+    assert stderr.splitlines() == [f"ass3Backup.py: interrupted ({sig.name})"]
     assert stdout == ""
     assert open_uploads(server, bucket) == []
     listed = server.list_objects_v2(Bucket=bucket, Prefix="data/big")
