@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import s3common
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         name = args.name.strip("/")
         method = f"restoring {summary.method}\n" if summary.method else ""
-        line = f"{method}s3://{bucket}/{name}/ -> {args.dest}: {summary.line()}"
+        target = os.path.join(args.dest, name, "")
+        line = f"{method}s3://{bucket}/{name}/ -> {target}: {summary.line()}"
         return s3common.finish(args, summary, line, bucket=bucket, prefix=name)
 
     return s3common.run_main(parser.prog, args, run)

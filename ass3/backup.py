@@ -242,16 +242,17 @@ class _BackupRun:
         )
         if self.summary.refuse_deletions(len(extras), "objects", refusal):
             return set()
-        for step in extras:
-            verb = "would delete" if self.dry_run else "delete"
-            log.info("%s %s (deleted locally)", verb, printable(step.rel))
         keys = [step.target.key for step in extras if isinstance(step.target, RemoteObject)]
         if self.dry_run:
-            self.summary.deleted = len(keys)
-            return set()
-        deleted = _delete_objects(self.conn, self.bucket, keys, self.summary)
+            deleted = set(keys)
+        else:
+            deleted = _delete_objects(self.conn, self.bucket, keys, self.summary)
+        verb = "would delete" if self.dry_run else "deleted"
+        for step in extras:
+            if isinstance(step.target, RemoteObject) and step.target.key in deleted:
+                log.info("%s %s (gone from the source)", verb, printable(step.rel))
         self.summary.deleted = len(deleted)
-        return deleted
+        return set() if self.dry_run else deleted
 
     def keep_in_record(self, extras: list[Step], deleted: set[str]) -> None:
         """Objects whose files are gone but that were not deleted are still in the backup."""

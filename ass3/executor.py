@@ -115,11 +115,10 @@ def _record(
     if result.transferred:
         summary.transferred += 1
         summary.transferred_bytes += result.size
-        would = f"{summary.action} " if summary.action.startswith("would") else ""
-        log.info("%s%s (%s)", would, printable(result.rel), result.reason)
+        log.info("%s %s (%s)", summary.action, printable(result.rel), result.reason)
     elif result.metadata_updated:
         summary.metadata_updated += 1
-        log.info("%s (%s)", printable(result.rel), result.reason)
+        log.info("updated the metadata of %s (%s)", printable(result.rel), result.reason)
     else:
         summary.unchanged += 1
     if on_outcome:

@@ -189,6 +189,11 @@ class Summary:
     seconds: float = 0.0
 
     @property
+    def deleted_verb(self) -> str:
+        """A dry run says what it would have done, in the same words."""
+        return "would delete" if self.action.startswith("would") else "deleted"
+
+    @property
     def exit_code(self) -> int:
         return EXIT_FAILURES if self.failures else EXIT_OK
 
@@ -238,7 +243,7 @@ class Summary:
             f"unchanged {self.unchanged}, skipped {self.skipped}, "
             + (f"excluded {self.excluded}, " if self.excluded else "")
             + (f"metadata updated {self.metadata_updated}, " if self.metadata_updated else "")
-            + (f"deleted {self.deleted}, " if self.deleted else "")
+            + (f"{self.deleted_verb} {self.deleted}, " if self.deleted else "")
             + (f"warned {len(self.warnings)}, " if self.warnings else "")
             + f"failed {len(self.failures)} "
             f"in {self.seconds:.1f}s ({requests} requests, {human_bytes(self.read_bytes)} read)"

@@ -84,6 +84,18 @@ def normalize_prefix(prefix: str) -> str:
     return cleaned
 
 
+def restore_prefix(name: str) -> str:
+    """The backup NAME given to a restore. A path there (`/home/me/src3`) is most likely
+    the folder that was backed up, whose backup bears its last name (`src3`)."""
+    if "/" in name.strip("/"):
+        folder = os.path.basename(name.rstrip("/"))
+        raise Ass3Error(
+            f"invalid backup name {name!r}: a backup is named after the folder alone, so the "
+            f"backup of {name} is {folder!r} unless it was given --prefix (--list shows them)"
+        )
+    return normalize_prefix(name)
+
+
 def default_prefix(directory: str) -> str:
     """The backup name for DIR: its basename (`/data/photos/` -> `photos`)."""
     name = os.path.basename(os.path.abspath(directory))

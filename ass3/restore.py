@@ -35,7 +35,7 @@ from ass3.model import (
     printable,
 )
 from ass3.names import (
-    normalize_prefix,
+    restore_prefix,
     unsafe_key_reason,
 )
 from ass3.plan import deletion_refusal, plan_transfers, sort_local_only
@@ -144,18 +144,17 @@ def _delete_local_extras(
         return
     for step in extras:
         assert isinstance(step.target, LocalFile)
-        verb = "would delete" if root_fd is None else "delete"
-        log.info("%s %s (not in the backup)", verb, printable(step.rel))
-        if root_fd is None:
-            summary.deleted += 1
-            continue
         try:
-            remove_below(root_fd, root, step.rel)
-            summary.deleted += 1
+            if root_fd is not None:
+                remove_below(root_fd, root, step.rel)
         except FileProblem as error:
             summary.fail(step.target.path, str(error))
         except OSError as error:
             summary.fail(step.target.path, error.strerror or str(error))
+        else:
+            verb = "would delete" if root_fd is None else "deleted"
+            log.info("%s %s (not in the backup)", verb, printable(step.rel))
+            summary.deleted += 1
 
 
 def restore(
@@ -188,7 +187,7 @@ def restore(
     that merely look like them are the user's (see `sort_local_only`).
     """
     started = time.monotonic()
-    prefix = normalize_prefix(name)
+    prefix = restore_prefix(name)
     destination = os.path.abspath(destination)
     if os.path.exists(destination) and not os.path.isdir(destination):
         raise Ass3Error(f"{destination}: not a directory")

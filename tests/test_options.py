@@ -646,10 +646,10 @@ def test_dry_run_from_the_command_line_writes_nothing_and_says_what_it_would_do(
     assert code == 0, err
     assert operations and not [op for op in operations if op.startswith(WRITE_PREFIXES)]
     assert versions(s3, bucket) == versions_before
-    assert "new.txt (new)" in err
-    assert "edit.txt (content changed)" in err
-    assert "would delete gone.txt" in err
-    assert "would upload 2 files" in out
+    assert "would upload new.txt (new)" in err
+    assert "would upload edit.txt (content changed)" in err
+    assert "would delete gone.txt (gone from the source)" in err
+    assert "would upload 2 files" in out and "would delete 1," in out
 
     dest = tmp_path / "restored"
     make_tree(dest / "data", {"edit.txt": b"9999", "stray": b"s"})
@@ -667,7 +667,7 @@ def test_dry_run_from_the_command_line_writes_nothing_and_says_what_it_would_do(
         "data/edit.txt",
         "data/stray",
     ]
-    assert "same.txt (new)" in err and "gone.txt (new)" in err
-    assert "edit.txt (content changed)" in err
-    assert "would delete stray" in err
-    assert "would download 3 files" in out
+    assert "would download same.txt (new)" in err and "would download gone.txt (new)" in err
+    assert "would download edit.txt (content changed)" in err
+    assert "would delete stray (not in the backup)" in err
+    assert "would download 3 files" in out and "would delete 1," in out

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import s3common
+from ass3.names import restore_prefix
 from s3common import FileDigest, LocalFile, RemoteObject
 
 WHEN = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -247,6 +248,22 @@ def test_backup_name_rules() -> None:
             s3common.normalize_prefix(bad)
     with pytest.raises(s3common.Ass3Error, match="--prefix"):
         s3common.default_prefix("/")
+
+
+def test_a_path_given_to_a_restore_is_answered_with_the_name_its_backup_has() -> None:
+    assert restore_prefix("src3/") == "src3"
+    for path in ("/home/me/src3", "home/me/src3/", "./src3/x/../src3"):
+        with pytest.raises(s3common.Ass3Error, match=r"the backup of .* is 'src3' unless"):
+            restore_prefix(path)
+    with pytest.raises(s3common.Ass3Error, match="reserved"):
+        restore_prefix(".ass3")
+
+
+def test_a_dry_run_says_would_delete() -> None:
+    done = s3common.Summary("uploaded", deleted=2)
+    assert "deleted 2," in done.line() and "would" not in done.line()
+    dry = s3common.Summary("would upload", deleted=2)
+    assert "would delete 2," in dry.line()
 
 
 def test_summary_line_and_exit_code() -> None:

@@ -283,7 +283,7 @@ def test_with_delete_they_are_ordinary_extras_under_the_guards(
     assert allowed.failures == [] and allowed.deleted == len(LOOKALIKES)
     assert read_tree(root) == BACKUP
     deleted = {r.getMessage() for r in caplog.records if "not in the backup" in r.getMessage()}
-    assert deleted == {f"delete {rel} (not in the backup)" for rel in LOOKALIKES}
+    assert deleted == {f"deleted {rel} (not in the backup)" for rel in LOOKALIKES}
 
 
 def test_leftovers_of_a_killed_restore_are_removed_and_said(
