@@ -30,6 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("directory", metavar="DIR", nargs="?", help="the folder to back up")
     parser.add_argument("--prefix", help="backup name in the bucket (default: basename of DIR)")
     parser.add_argument(
+        "--try",
+        dest="trial",
+        action="store_true",
+        help="try the tool on a throwaway local S3 server (moto): back up DIR, or a sample "
+        "folder, restore it, compare, stop the server",
+    )
+    parser.add_argument(
         "--list",
         nargs="?",
         const="",
@@ -87,8 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.trial:
+        return s3common.run_main(parser.prog, args, lambda: s3common.run_trial(args.directory))
     if args.list is None and not args.directory:
-        parser.error("DIR is required (or use --list)")
+        parser.error("DIR is required (or use --list or --try)")
     if args.sse_kms_key_id and args.sse != "aws:kms":
         parser.error("--sse-kms-key-id goes with --sse aws:kms")
 

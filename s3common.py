@@ -120,6 +120,7 @@ from ass3.restore import restore
 from ass3.s3errors import describe_client_error
 from ass3.scan import IGNORE_FILE, Filters, ScanReport, check_directory, scan_tree
 from ass3.timeline import parse_when
+from ass3.trial import run_trial
 
 __all__ = [
     "CHANGING",
@@ -190,6 +191,7 @@ __all__ = [
     "retention_days",
     "run_main",
     "run_time",
+    "run_trial",
     "s3_checksum",
     "scan_tree",
     "set_retention",

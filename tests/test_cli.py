@@ -78,7 +78,7 @@ def test_backup_of_a_non_directory_exits_2(
 
 @pytest.mark.parametrize(
     ("script", "message"),
-    [("backup", "DIR is required"), ("restore", "NAME is required")],
+    [("backup", "DIR is required (or use --list or --try)"), ("restore", "NAME is required")],
 )
 def test_missing_positional_argument_exits_2(
     capsys: pytest.CaptureFixture[str], script: str, message: str
