@@ -214,7 +214,7 @@ class Summary:
         return refusal is not None
 
     def to_dict(self) -> dict[str, Any]:
-        """The --json document (its schema is in the README)."""
+        """The --json document (its fields are described in docs/usage.md)."""
         return {
             "action": self.action,
             "files": self.transferred,

@@ -20,8 +20,7 @@ from ass3.model import Ass3Error
 NO_CREDENTIALS_HELP = (
     "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
     "AWS_PROFILE / --profile for a profile in ~/.aws/credentials (see `aws configure`); "
-    "to try the tool without AWS, run a local S3 server and set AWS_ENDPOINT_URL "
-    "(README: Try it without AWS)"
+    "to try the tool without AWS: python ass3Backup.py --try"
 )
 
 

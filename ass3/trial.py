@@ -125,5 +125,5 @@ def run_trial(directory: str | None) -> int:
             print(f"the restore differs from {source} in {len(different)} files: {different[:5]}")
             return 1
         print(f"the restored tree is identical to {source}: {same} files compared byte for byte")
-        print("to use the tool for real, see the README: Quick start")
+        print("to use the tool for real, see the README: Back up and restore")
     return 0

@@ -37,7 +37,7 @@ def test_region_mismatch_names_the_buckets_region() -> None:
 
 def test_no_credentials_says_how_to_configure_them() -> None:
     message = s3common.describe_client_error(NoCredentialsError(), "ListBuckets")
-    for hint in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "--profile", "AWS_ENDPOINT_URL"):
+    for hint in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "--profile", "ass3Backup.py --try"):
         assert hint in message
 
 
