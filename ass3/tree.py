@@ -201,23 +201,28 @@ def _list(item: dict[str, Any], *, max_items: int | None = None) -> dict[str, An
     return schema
 
 
+# A symlink target: its text, or {"base64": its bytes} when they are not UTF-8. By
+# if/then/else rather than oneOf, so a refusal says which rule of which form it broke.
 _TARGET = {
-    "oneOf": [
-        {"type": "string", "minLength": 1, "format": "ass3-link-target"},
-        {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["base64"],
-            "properties": {
-                "base64": {
-                    "type": "string",
-                    "maxLength": (MAX_LINK_TARGET_BYTES + 2) // 3 * 4,
-                    "pattern": _BASE64,
-                    "format": "ass3-link-target-base64",
-                }
-            },
+    "if": {"type": "string"},
+    "then": {
+        "minLength": 1,
+        "maxLength": MAX_LINK_TARGET_BYTES,
+        "format": "ass3-link-target",
+    },
+    "else": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["base64"],
+        "properties": {
+            "base64": {
+                "type": "string",
+                "maxLength": (MAX_LINK_TARGET_BYTES + 2) // 3 * 4,
+                "pattern": _BASE64,
+                "format": "ass3-link-target-base64",
+            }
         },
-    ]
+    },
 }
 _XATTR = _row(
     {"type": "string", "format": "ass3-xattr-name"},
