@@ -1,6 +1,7 @@
 """The restore: choose what to restore (current objects, a run's record, or
 versions as of a time), plan it against what is on disk, download, remove the
-leftovers of a killed restore, delete extras.
+leftovers of a killed restore, delete extras, then give back the tree the run record
+holds (folders, symlinks, hard links, owners: `treeio`).
 
 Nothing is written or deleted through a symlink from DESTINATION/NAME down: that
 folder is checked, then held open for the run, and every file below it is reached

@@ -36,6 +36,7 @@ from ass3.model import (
 )
 from ass3.model import printable as shown
 from ass3.names import TEMP_RANDOM_CHARS, TEMP_RANDOM_LENGTH, temporary_name
+from ass3.plan import key_order
 from ass3.tree import Folder, Symlink, Tree, Xattrs
 from ass3.treeplan import (
     ABSENT,
@@ -85,7 +86,7 @@ class _Problems:
 
     def report(self, summary: Summary) -> None:
         for what, found in self._found.items():
-            path, reason = found[0]
+            path, reason = min(found, key=lambda item: key_order(item[0]))  # not thread order
             more = f" (and {len(found) - 1} more entries)" if len(found) > 1 else ""
             summary.warn(path, f"{what} not restored: {reason}{more}")
 
