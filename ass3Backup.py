@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="back up what symlinks point to (links back to a folder above are skipped)",
     )
     what.add_argument(
+        "--xattrs",
+        action="store_true",
+        help="record the user.* extended attributes of files and folders too",
+    )
+    what.add_argument(
         "--checksum",
         action="store_true",
         help="re-read every file whose size matches, ignoring the local state cache",
@@ -123,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                 dry_run=args.dry_run,
                 rules=args.rules,
                 follow_symlinks=args.follow_symlinks,
+                xattrs=args.xattrs,
                 keep_days=args.keep_days,
                 progress=progress,
             )

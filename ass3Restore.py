@@ -44,6 +44,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     history.add_argument("--run", metavar="ID", help="restore the tree of run ID (see --runs)")
     history.add_argument("--runs", action="store_true", help="list the runs of backup NAME")
+    tree = parser.add_argument_group("the tree beyond file bytes (see docs/tree-metadata.md)")
+    owners = tree.add_mutually_exclusive_group()
+    owners.add_argument(
+        "--same-owner",
+        action="store_true",
+        default=None,
+        help="give entries their recorded owners (the default when run as root)",
+    )
+    owners.add_argument(
+        "--no-same-owner",
+        "--no-owner",
+        dest="same_owner",
+        action="store_false",
+        default=None,
+        help="leave entries owned by the user running the restore (the default otherwise)",
+    )
+    tree.add_argument(
+        "--numeric-owner",
+        action="store_true",
+        help="use the recorded uid and gid even where this system knows the recorded names",
+    )
+    tree.add_argument(
+        "--keep-special-bits",
+        action="store_true",
+        help="restore setuid, setgid and sticky bits (never restored otherwise)",
+    )
+    tree.add_argument(
+        "--xattrs", action="store_true", help="restore recorded user.* extended attributes"
+    )
     s3common.add_deletion_arguments(parser, "local files under DEST/NAME not in the backup")
     s3common.add_connection_arguments(parser)
     return parser
@@ -74,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
                 max_delete=args.max_delete,
                 force=args.force,
                 dry_run=args.dry_run,
+                tree_options=s3common.TreeOptions(
+                    same_owner=args.same_owner,
+                    numeric_owner=args.numeric_owner,
+                    keep_special_bits=args.keep_special_bits,
+                    xattrs=args.xattrs,
+                ),
                 progress=progress,
             )
         name = args.name.strip("/")

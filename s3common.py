@@ -28,6 +28,11 @@ flows through a run. Lower modules never import higher ones.
                  versioning and lifecycle reads, checksums held in S3
     history      run records and object versions in S3, retention
     listings     --list: buckets, backups and their objects
+    tree         the tree beyond file bytes (folders, symlinks, owners, hard links,
+                 xattrs) as a run record holds it, and when to trust it;
+                 treeplan: the pure rules for restoring it
+    treescan     the backup's side: what the walk sees of the tree
+    treeio       the restore's side: owners, modes, links, folders, put on disk
     progress     progress bars on a terminal
     executor     the thread pool that runs planned steps and tallies outcomes
     upload       one file of a backup;  backup    the whole backup run
@@ -120,6 +125,7 @@ from ass3.restore import restore
 from ass3.s3errors import describe_client_error
 from ass3.scan import IGNORE_FILE, Filters, ScanReport, check_directory, scan_tree
 from ass3.timeline import parse_when
+from ass3.treeplan import TreeOptions
 from ass3.trial import run_trial
 
 __all__ = [
@@ -153,6 +159,7 @@ __all__ = [
     "Step",
     "StorageOptions",
     "Summary",
+    "TreeOptions",
     "__version__",
     "add_connection_arguments",
     "add_deletion_arguments",

@@ -36,6 +36,8 @@ from ass3.progress import Progress
 from ass3.records import RecordSpool
 from ass3.remote import abort_stale_uploads, ensure_bucket, list_remote
 from ass3.s3errors import TRANSFER_ERRORS, describe_client_error
+from ass3.tree import Tree
+from ass3.treescan import TreeRecorder
 from ass3.upload import backup_step
 
 log = logging.getLogger("ass3")
@@ -54,6 +56,7 @@ def backup(
     dry_run: bool = False,
     rules: Iterable[tuple[str, str]] = (),
     follow_symlinks: bool = False,
+    xattrs: bool = False,
     keep_days: int | None = None,
     cache_path: str | None = None,
     progress: Progress | None = None,
@@ -63,11 +66,13 @@ def backup(
 
     The state cache spares reading files it can vouch for; `checksum` re-reads all.
     With `delete`, objects whose files are gone are deleted, within the guards of
-    `deletion_refusal`. A run that changed anything ends by writing its run record.
-    `dry_run` reports what would happen and writes nothing, in S3 or on disk. `rules`
-    are ("exclude" | "include", pattern) pairs (see `Filters`); objects they leave
-    out are neither compared nor deleted. `keep_days` sets how long replaced and
-    deleted versions of this backup are kept (a lifecycle rule), after the run.
+    `deletion_refusal`. A run that changed anything, files or the tree (folders,
+    symlinks, owners, hard links; user xattrs with `xattrs`), ends by writing its run
+    record, which holds the tree too. `dry_run` reports what would happen and writes
+    nothing, in S3 or on disk. `rules` are ("exclude" | "include", pattern) pairs
+    (see `Filters`); objects they leave out are neither compared nor deleted.
+    `keep_days` sets how long replaced and deleted versions of this backup are kept
+    (a lifecycle rule), after the run.
     After a run of this backup that did not end cleanly, the run first aborts the
     incomplete multipart uploads left under PREFIX/ (see `RunMarkers`).
     """
@@ -85,13 +90,23 @@ def backup(
                 run.abort_left_uploads(markers)
             with StateCache(cache_file, run.scope, read_only=dry_run) as cache:
                 extras = run.transfer(
-                    cache, checksum=checksum, follow_symlinks=follow_symlinks, progress=progress
+                    cache,
+                    checksum=checksum,
+                    recorder=TreeRecorder(xattrs=xattrs, hardlinks=not follow_symlinks),
+                    follow_symlinks=follow_symlinks,
+                    progress=progress,
                 )
-            run.report_scan()
-            deleted = run.delete(extras, max_delete=max_delete, force=force) if delete else set()
-            run.keep_in_record(extras, deleted)
-            if run.changed_anything:
-                history.record_run(conn, bucket, prefix, root, run.summary, run.record)
+                run.report_scan()
+                deleted = (
+                    run.delete(extras, max_delete=max_delete, force=force) if delete else set()
+                )
+                run.keep_in_record(extras, deleted)
+                if run.changed_anything or run.tree_changed(cache):
+                    history.record_run(
+                        conn, bucket, prefix, root, run.summary, run.record, run.tree
+                    )
+                    if run.summary.run_id and run.tree is not None:
+                        cache.remember_tree(run.tree.digest)
             if keep_days and not dry_run:
                 _keep_versions(conn, bucket, prefix, keep_days, run.summary)
             markers.finished(uploads_left=run.uploads_may_be_left)
@@ -136,6 +151,8 @@ class _BackupRun:
         self.cache: StateCache | None = None
         self.local_files: Counted[LocalFile] = Counted(())
         self.remote: Counted[RemoteObject] = Counted(())
+        self.recorder: TreeRecorder | None = None
+        self._tree: Tree | None = None
         # A big file failed: s3transfer aborts its upload, but that request may have
         # failed too (a lost connection fails both), so the next run looks.
         self.uploads_may_be_left = False
@@ -157,14 +174,20 @@ class _BackupRun:
         cache: StateCache,
         *,
         checksum: bool,
+        recorder: TreeRecorder,
         follow_symlinks: bool,
         progress: Progress | None,
     ) -> list[Step]:
         """Plan the walk against the listing and carry the plan out; the steps left
-        over are the objects whose files are gone."""
+        over are the objects whose files are gone. The walk tells `recorder` the tree."""
         self.cache = cache
+        self.recorder = recorder
         walk = scan.scan_tree(
-            self.root, self.report, filters=self.filters, follow_symlinks=follow_symlinks
+            self.root,
+            self.report,
+            filters=self.filters,
+            follow_symlinks=follow_symlinks,
+            tree=recorder,
         )
         self.local_files = Counted(walk)
         self.remote = Counted(self._remote_objects())
@@ -229,6 +252,11 @@ class _BackupRun:
             log.info("skipped %s (%s)", printable(path), reason)
         for path, reason in self.report.problems:
             self.summary.fail(path, reason)
+        problems = self.recorder.xattr_problems if self.recorder else []
+        if problems:
+            path, reason = problems[0]
+            more = f" (and {len(problems) - 1} more entries)" if len(problems) > 1 else ""
+            self.summary.warn(path, f"user xattrs not recorded: {reason}{more}")
 
     def delete(self, extras: list[Step], *, max_delete: str | None, force: bool) -> set[str]:
         """Delete the objects whose files are gone, unless a guard refuses; the keys deleted."""
@@ -259,6 +287,30 @@ class _BackupRun:
         for step in extras:
             if isinstance(step.target, RemoteObject) and step.target.key not in deleted:
                 self.record.append(_entry_of(step.target))
+
+    @property
+    def tree(self) -> Tree | None:
+        """The tree the walk saw, once it is done."""
+        if self._tree is None and self.recorder is not None:
+            self._tree = self.recorder.tree()
+        return self._tree
+
+    def tree_changed(self, cache: StateCache) -> bool:
+        """Whether the tree differs from the one the latest run record holds: from the
+        digest the state cache keeps, else (a cold cache) the record's own metadata,
+        which costs a listing of the runs and a HeadObject once."""
+        tree = self.tree
+        if self.dry_run or tree is None:
+            return False
+        known = cache.tree_digest()
+        if known is None:
+            known = history.latest_tree_digest(self.conn, self.bucket, self.prefix)
+            if known == tree.digest:
+                cache.remember_tree(known)
+        if known == tree.digest:
+            return False
+        log.info("the tree changed since the last run record (folders, symlinks or owners)")
+        return True
 
     @property
     def changed_anything(self) -> bool:

@@ -50,6 +50,12 @@ class StateCache:
             inode INTEGER NOT NULL, md5 TEXT NOT NULL, etag TEXT NOT NULL,
             PRIMARY KEY (scope, rel)
         ) WITHOUT ROWID"""
+    # The digest of the tree (see tree.Tree.digest) the last run record written from
+    # here holds, so a run can tell a change of the tree alone without a request.
+    _TREE_SCHEMA = """
+        CREATE TABLE IF NOT EXISTS trees (
+            scope TEXT NOT NULL PRIMARY KEY, digest TEXT NOT NULL
+        ) WITHOUT ROWID"""
 
     def __init__(self, path: str, scope: str, *, read_only: bool = False) -> None:
         self.path = path
@@ -109,6 +115,7 @@ class StateCache:
             if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 db.execute("PRAGMA journal_mode=WAL")
             db.execute(self._SCHEMA)
+            db.execute(self._TREE_SCHEMA)
             db.execute("SELECT count(*) FROM (SELECT 1 FROM files LIMIT 1)").fetchone()
         except BaseException:
             db.close()
@@ -165,6 +172,30 @@ class StateCache:
         except sqlite3.Error as error:
             self._disable(error)
         self._pending.clear()
+
+    def tree_digest(self) -> str | None:
+        """The digest of the tree last recorded for this scope, if known."""
+        if self._db is None:
+            return None
+        try:
+            row = self._db.execute(
+                "SELECT digest FROM trees WHERE scope = ?", (self._scope,)
+            ).fetchone()
+        except sqlite3.Error:  # a read-only cache of an older version has no such table
+            return None
+        return None if row is None else str(row[0])
+
+    def remember_tree(self, digest: str) -> None:
+        """Note the digest of the tree the bucket's latest run record now holds."""
+        if self._read_only or self._db is None:
+            return
+        try:
+            with self._db:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO trees VALUES (?, ?)", (self._scope, digest)
+                )
+        except sqlite3.Error as error:
+            self._disable(error)
 
     def close(self) -> None:
         self._flush()

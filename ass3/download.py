@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from typing import BinaryIO
 
@@ -47,6 +47,10 @@ from ass3.remote import content_matches
 
 log = logging.getLogger("ass3")
 
+# Puts a restored file's attributes on it, still under its temporary name: (its open
+# descriptor, its name in the backup, its object's metadata); see treeio.Attributes.
+SetAttributes = Callable[[int, str, Mapping[str, str]], None]
+
 
 def _write_verified(
     conn: Connection,
@@ -56,9 +60,11 @@ def _write_verified(
     folder: int,
     name: str,
     placements: Placements,
+    set_attributes: SetAttributes | None,
 ) -> str | None:
     """Download into a temporary file beside `name` in the open `folder`; rename it into
-    place once verified. A warning when the object could not be verified at all.
+    place once verified, with its attributes (`set_attributes`, else the mode bits and
+    mtime of its metadata). A warning when the object could not be verified at all.
 
     A good file already at `name` is replaced only by a complete, verified one. Every
     step is relative to `folder`, so a symlink planted on the path meanwhile is never
@@ -75,7 +81,10 @@ def _write_verified(
             out.flush()
             os.fsync(out.fileno())
             warning = _verify(conn, bucket, remote, metadata, digest, out)
-            apply_metadata(out.fileno(), metadata)
+            if set_attributes is None:
+                apply_metadata(out.fileno(), metadata)
+            else:
+                set_attributes(out.fileno(), remote.rel, metadata)
         placements.replace(temporary, name, remote.rel, dir_fd=folder)
     except BaseException:
         with suppress(FileNotFoundError):
@@ -183,6 +192,7 @@ def restore_step(
     placements: Placements,
     *,
     dry_run: bool,
+    set_attributes: SetAttributes | None = None,
 ) -> Outcome:
     """Restore one planned file: compare a same-size local file by content first, then
     download, verify and put the object in place (a broken-off body is tried once more).
@@ -210,10 +220,14 @@ def restore_step(
     name = step.rel.rsplit("/", 1)[-1]
     with folder_of(root_fd, root, step.rel, create=True) as folder:
         try:
-            warning = _write_verified(conn, transfers, bucket, remote, folder, name, placements)
+            warning = _write_verified(
+                conn, transfers, bucket, remote, folder, name, placements, set_attributes
+            )
         except (ResponseStreamingError, ReadTimeoutError):
             # The response broke off mid-body, which botocore does not retry: once more.
-            warning = _write_verified(conn, transfers, bucket, remote, folder, name, placements)
+            warning = _write_verified(
+                conn, transfers, bucket, remote, folder, name, placements, set_attributes
+            )
     return Outcome(
         step.rel,
         transferred=True,

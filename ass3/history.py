@@ -45,6 +45,7 @@ from ass3.timeline import (
     versions_by_content,
     versions_missing,
 )
+from ass3.tree import META_TREE_DIGEST, Tree
 
 if TYPE_CHECKING:
     from types_boto3_s3.type_defs import LifecycleRuleUnionTypeDef
@@ -166,6 +167,21 @@ def record_as_of(
     return record
 
 
+def latest_tree(conn: Connection, bucket: str, prefix: str) -> Tree | None:
+    """The tree the newest good run record holds, for a restore of the current objects;
+    None when there is no record, or none with a tree, or none S3 gives (said once: the
+    files are restored all the same, as they were before records held trees)."""
+    run_ids = list_run_ids(conn, bucket, prefix)
+    if not run_ids:
+        return None
+    try:
+        record = record_as_of(conn, bucket, prefix, run_ids, run_ids[-1])
+    except Ass3Error as error:
+        log.warning("warning: folders, symlinks and owners not restored: %s", error)
+        return None
+    return record.tree
+
+
 def record_run(
     conn: Connection,
     bucket: str,
@@ -173,8 +189,11 @@ def record_run(
     source: str,
     summary: Summary,
     entries: Iterable[RecordEntry],
+    tree: Tree | None = None,
 ) -> None:
-    """Write the run record: every file of the backup and the version holding it.
+    """Write the run record: every file of the backup and the version holding it, and
+    the tree walked (as far as it concerns those files; its digest, of the whole
+    tree walked, goes into the record object's metadata for `latest_tree_digest`).
 
     Written last, after all the data it points to. Versions of files this run did
     not upload come from the previous record (same ETag), else from one
@@ -184,6 +203,7 @@ def record_run(
     known = _previous_versions(conn, bucket, prefix) if versioned else {}
     if versioned and versions_missing(entries, known):  # a second pass over the spool
         known.update(_current_versions(conn, bucket, prefix))
+    files = record_files(entries, known, versioned=versioned)
     record = RunRecord(
         new_run_id(),
         source,
@@ -191,7 +211,8 @@ def record_run(
         summary.deleted,
         len(summary.failures),
         versioned,
-        record_files(entries, known, versioned=versioned),
+        files,
+        None if tree is None else tree.restricted_to(entry.rel for entry in files),
     )
     body = record.to_bytes()
     try:
@@ -202,6 +223,7 @@ def record_run(
                 Body=body,
                 ContentMD5=base64.b64encode(hashlib.md5(body).digest()).decode(),
                 ContentType="application/gzip",
+                Metadata={META_TREE_DIGEST: tree.digest} if tree is not None else {},
                 **conn.owner_args(),
             )
         )
@@ -209,6 +231,22 @@ def record_run(
         summary.fail("run record", describe_client_error(error, "PutObject", bucket))
         return
     summary.run_id = record.run_id
+
+
+def latest_tree_digest(conn: Connection, bucket: str, prefix: str) -> str | None:
+    """The tree digest the newest run record of a backup carries in its metadata, or
+    None (no record, one written before records held a tree, or S3 cannot say): one
+    listing of the runs and one HeadObject. Only ever decides whether a run writes a
+    record: a wrong answer costs a record too many, or (planted) one too few."""
+    run_ids = list_run_ids(conn, bucket, prefix)
+    if not run_ids:
+        return None
+    key = record_key(prefix, run_ids[-1])
+    try:
+        head = conn.client.head_object(Bucket=bucket, Key=key, **conn.owner_args())
+    except TRANSFER_ERRORS:
+        return None
+    return head.get("Metadata", {}).get(META_TREE_DIGEST)
 
 
 def _versioning_for_record(conn: Connection, bucket: str) -> bool:

@@ -31,10 +31,16 @@ from ass3.model import (
 )
 from ass3.names import MAX_KEY_BYTES, RESERVED_PREFIX, unsafe_key_reason
 from ass3.plan import key_order
+from ass3.tree import TREE_FORMATS, TREE_SCHEMA, Tree, tree_problem
 
 RUNS_PREFIX = f"{RESERVED_PREFIX}/runs"
 RECORD_SUFFIX = ".json.gz"
-RECORD_FORMAT = 1
+# Format 2 adds `tree`: folders, symlinks, owners, hard links (see ass3.tree). A record
+# of format 1 says nothing of the tree, which a restore then leaves as it always did;
+# one of format 2 says what the tree was, empty folders and all. The number changed so
+# that the two cannot be confused, and an older ass3 names the format it does not know.
+RECORD_FORMAT = 2
+KNOWN_FORMATS = (1, 2)
 _RUN_TIME_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 
 # Run records are read from a bucket that others may write to: nothing in one is trusted.
@@ -59,15 +65,15 @@ RUN_ID_PATTERN = r"^[0-9]{8}T[0-9]{6}\.[0-9]{6}Z-[0-9a-f]{6}\Z"
 _MAX_COUNT = 2**63 - 1  # sizes and counts: what a signed 64-bit integer holds
 _COUNT = {"type": "integer", "minimum": 0, "maximum": _MAX_COUNT}
 
-# The record as `RunRecord.to_bytes` writes it, and nothing else.
-RECORD_SCHEMA: dict[str, Any] = {
+# A record of format 1, as `RunRecord.to_bytes` writes one without a tree, and nothing else.
+RECORD_SCHEMA_1: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "ass3 run record, format 1",
     "type": "object",
     "additionalProperties": False,
     "required": ["format", "run", "source", "uploaded", "deleted", "failed", "versioned", "files"],
     "properties": {
-        "format": {"const": RECORD_FORMAT},
+        "format": {"const": 1},
         "run": {"type": "string", "pattern": RUN_ID_PATTERN},
         "source": {"type": "string", "maxLength": 4096},
         "uploaded": _COUNT,
@@ -96,6 +102,17 @@ RECORD_SCHEMA: dict[str, Any] = {
         },
     },
 }
+# The record of the current format: format 1 and the tree.
+RECORD_SCHEMA: dict[str, Any] = {
+    **RECORD_SCHEMA_1,
+    "title": f"ass3 run record, format {RECORD_FORMAT}",
+    "required": [*RECORD_SCHEMA_1["required"], "tree"],
+    "properties": {
+        **RECORD_SCHEMA_1["properties"],
+        "format": {"const": RECORD_FORMAT},
+        "tree": TREE_SCHEMA,
+    },
+}
 
 
 def _restorable_key(value: object) -> bool:
@@ -116,9 +133,10 @@ def _restorable_key(value: object) -> bool:
 
 
 @cache
-def _validator() -> Any:
-    """The validator of RECORD_SCHEMA. Built on first use: importing jsonschema takes
-    about 80 ms, which a run that reads no record (a no-change backup) never pays."""
+def _validator(record_format: int = RECORD_FORMAT) -> Any:
+    """The validator of a record format's schema. Built on first use: importing
+    jsonschema takes about 80 ms, which a run that reads no record (a no-change
+    backup) never pays."""
     # No stubs are installed for jsonschema: its names are typed Any here.
     from jsonschema import (  # type: ignore[import-untyped]
         Draft202012Validator,
@@ -128,12 +146,15 @@ def _validator() -> Any:
 
     formats = FormatChecker(formats=())
     formats.checks("ass3-key", raises=ValueError)(_restorable_key)
+    for name, check in TREE_FORMATS.items():
+        formats.checks(name, raises=ValueError)(check)
     # JSON Schema counts 3.0 as an integer; a record never holds one.
     types = Draft202012Validator.TYPE_CHECKER.redefine(
         "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
     )
     strict = validators.extend(Draft202012Validator, type_checker=types)
-    return strict(RECORD_SCHEMA, format_checker=formats)
+    schema = RECORD_SCHEMA if record_format == RECORD_FORMAT else RECORD_SCHEMA_1
+    return strict(schema, format_checker=formats)
 
 
 _RUN_ID = re.compile(RUN_ID_PATTERN)
@@ -160,6 +181,7 @@ class RunRecord:
     failed: int
     versioned: bool
     files: tuple[RecordEntry, ...]
+    tree: Tree | None = None  # None: a record of format 1, which says nothing of the tree
 
     @property
     def time(self) -> datetime:
@@ -170,8 +192,8 @@ class RunRecord:
         return sum(entry.size for entry in self.files)
 
     def to_bytes(self) -> bytes:
-        document = {
-            "format": RECORD_FORMAT,
+        document: dict[str, Any] = {
+            "format": 1 if self.tree is None else RECORD_FORMAT,
             "run": self.run_id,
             "source": self.source,
             "uploaded": self.uploaded,
@@ -183,6 +205,8 @@ class RunRecord:
                 for entry in self.files
             ],
         }
+        if self.tree is not None:
+            document["tree"] = self.tree.to_document()
         return gzip.compress(json.dumps(document, ensure_ascii=False).encode("utf-8"), mtime=0)
 
     @classmethod
@@ -201,6 +225,7 @@ class RunRecord:
             document["failed"],
             document["versioned"],
             tuple(RecordEntry(*entry) for entry in document["files"]),
+            Tree.from_document(document["tree"]) if "tree" in document else None,
         )
 
 
@@ -249,18 +274,19 @@ def _parse(content: bytearray) -> Any:
     if not isinstance(document, dict):
         raise BadRecord(f"not a JSON object but {_shorten(_REPR.repr(document))}")
     found = document.get("format")
-    if found != RECORD_FORMAT:
+    if type(found) is not int or found not in KNOWN_FORMATS:
         raise BadRecord(f"unknown run record format {_shorten(repr(found))}")
     return document
 
 
 def read_record(chunks: Iterable[bytes], run_id: str) -> RunRecord:
     """The record of run `run_id` from the gzip stream in `chunks`, trusting nothing:
-    the size caps of `inflate`, UTF-8 JSON matching RECORD_SCHEMA (every name one a
-    restore may write), the run it names being `run_id`, lines in key order as the
-    restore's merge needs them. BadRecord says what is wrong."""
+    the size caps of `inflate`, UTF-8 JSON matching its format's schema (every name
+    one a restore may write), the run it names being `run_id`, lines in key order as
+    the restore's merge needs them, a tree `tree_problem` finds nothing wrong with.
+    BadRecord says what is wrong."""
     document = _parse(inflate(chunks))
-    error = next(_validator().iter_errors(document), None)
+    error = next(_validator(document["format"]).iter_errors(document), None)
     if error is not None:
         raise BadRecord(_describe(error))
     if document["run"] != run_id:
@@ -271,6 +297,10 @@ def read_record(chunks: Iterable[bytes], run_id: str) -> RunRecord:
         if previous is not None and order <= previous:
             raise BadRecord(f"files/{index}: {printable(entry[0])!r} is out of key order")
         previous = order
+    if "tree" in document:
+        problem = tree_problem(document["tree"], (entry[0] for entry in document["files"]))
+        if problem:
+            raise BadRecord(problem)
     return RunRecord._from_document(document)
 
 

@@ -1,6 +1,7 @@
 """The restore: choose what to restore (current objects, a run's record, or
 versions as of a time), plan it against what is on disk, download, remove the
-leftovers of a killed restore, delete extras.
+leftovers of a killed restore, delete extras, then give back the tree the run record
+holds (folders, symlinks, hard links, owners: `treeio`).
 
 Nothing is written or deleted through a symlink from DESTINATION/NAME down: that
 folder is checked, then held open for the run, and every file below it is reached
@@ -43,6 +44,9 @@ from ass3.progress import Progress
 from ass3.remote import bucket_versioning
 from ass3.scan import ScanReport, scan_tree
 from ass3.timeline import choose_run, objects_of_run, old_run_refusal
+from ass3.tree import Tree
+from ass3.treeio import TreeRestore
+from ass3.treeplan import TreeOptions
 
 log = logging.getLogger("ass3")
 
@@ -74,10 +78,11 @@ def _restore_source(
     run_id: str | None,
     as_of: datetime | None,
     summary: Summary,
-) -> Iterator[RemoteObject]:
-    """The objects to restore: the current ones, a recorded run's, or those as of a time."""
+) -> tuple[Iterator[RemoteObject], Tree | None]:
+    """The objects to restore: the current ones, a recorded run's, or those as of a
+    time; and the tree to restore with them: the newest record's, the run's, or none."""
     if run_id is None and as_of is None:
-        return remote.list_remote(conn, bucket, prefix)
+        return remote.list_remote(conn, bucket, prefix), history.latest_tree(conn, bucket, prefix)
     # --run names its record itself: a bad one is its own one-line error, not a warning.
     run_ids = history.list_run_ids(conn, bucket, prefix, warn=run_id is None)
     versioning = bucket_versioning(conn, bucket)
@@ -88,7 +93,7 @@ def _restore_source(
             f"object versions as of {as_of:%Y-%m-%d %H:%M:%S %Z} (no run records: "
             "chosen by LastModified, one-second resolution)"
         )
-        return iter(history.versions_as_of(conn, bucket, prefix, as_of))
+        return iter(history.versions_as_of(conn, bucket, prefix, as_of)), None
     if run_id is None:  # chosen by time: a bad record gives way to the newest good one before
         record = history.record_as_of(conn, bucket, prefix, run_ids, chosen)
         chosen = record.run_id
@@ -102,7 +107,7 @@ def _restore_source(
     summary.method = (
         f"run {chosen} ({record.time.astimezone():%Y-%m-%d %H:%M:%S %Z}), from its run record"
     )
-    return objects_of_run(prefix, record)
+    return objects_of_run(prefix, record), record.tree
 
 
 def _remove_leftovers(
@@ -169,10 +174,12 @@ def restore(
     max_delete: str | None = None,
     force: bool = False,
     dry_run: bool = False,
+    tree_options: TreeOptions | None = None,
     progress: Progress | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> Summary:
-    """Download backup NAME into DESTINATION/NAME, verifying every file.
+    """Download backup NAME into DESTINATION/NAME, verifying every file, and the tree
+    its run record holds: folders, symlinks, hard links, owners (see `TreeRestore`).
 
     By default the current objects; `run_id` or `as_of` restore the tree as a
     recorded run saw it, each file fetched by its version. With `delete`, local
@@ -195,25 +202,41 @@ def restore(
     _refuse_unsafe_root(root)  # at once, before any request
     summary = Summary("would download" if dry_run else "downloaded")
     with conn.counting(summary.requests):
-        source = _restore_source(conn, bucket, prefix, run_id, as_of, summary)
-        objects = _first_or_explain(conn, bucket, prefix, source, summary.method)
+        source, tree = _restore_source(conn, bucket, prefix, run_id, as_of, summary)
+        objects = _first_or_explain(conn, bucket, prefix, source, summary.method, tree)
         with _opened_root(destination, prefix, dry_run=dry_run) as root_fd:
             extras: list[Step] = []
             leftovers: list[Step] = []
             local_files = Counted(_local_files(root))
             restorable = Counted(_restorable(objects, summary))
             placements = Placements()
-            steps = plan_transfers(restorable, local_files)
-            execute(
-                conn,
-                sort_local_only(steps, extras, leftovers),
-                lambda step, transfers: restore_step(
-                    conn, transfers, bucket, root, root_fd, step, placements, dry_run=dry_run
-                ),
-                summary,
-                on_outcome,
-                progress=progress,
+            work = TreeRestore(
+                tree, tree_options or TreeOptions(), root=root, root_fd=root_fd, summary=summary
             )
+
+            def download(steps: Iterable[Step]) -> None:
+                execute(
+                    conn,
+                    steps,
+                    lambda step, transfers: restore_step(
+                        conn,
+                        transfers,
+                        bucket,
+                        root,
+                        root_fd,
+                        step,
+                        placements,
+                        dry_run=dry_run,
+                        set_attributes=work.attributes.file,
+                    ),
+                    summary,
+                    work.outcome(on_outcome),
+                    progress=progress,
+                )
+
+            steps = plan_transfers(restorable, local_files)
+            download(work.steps(sort_local_only(steps, extras, leftovers)))
+            work.link(download)
             _remove_leftovers(summary, leftovers, root, root_fd)
             if delete:
                 refusal = deletion_refusal(
@@ -225,17 +248,26 @@ def restore(
                     force=force,
                 )
                 _delete_local_extras(summary, extras, refusal, root, root_fd)
+            work.finish()  # last: deleting a file moves its folder's mtime
     summary.seconds = time.monotonic() - started
     return summary
 
 
 def _first_or_explain(
-    conn: Connection, bucket: str, prefix: str, objects: Iterator[RemoteObject], method: str
+    conn: Connection,
+    bucket: str,
+    prefix: str,
+    objects: Iterator[RemoteObject],
+    method: str,
+    tree: Tree | None,
 ) -> Iterator[RemoteObject]:
-    """The objects unchanged, once there is at least one; else why there are none."""
+    """The objects unchanged, once there is at least one (or a tree, which may hold
+    only folders and symlinks); else why there are none."""
     first = next(objects, None)
     if first is not None:
         return itertools.chain([first], objects)
+    if tree is not None:
+        return iter(())
     if method:
         raise Ass3Error(f"backup {prefix!r} held no files then ({method})")
     names = [info.name for info in list_backups(conn, bucket)]

@@ -6,12 +6,13 @@ import os
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import pathspec
 
 from ass3.model import Ass3Error, LocalFile
-from ass3.names import unsafe_key_reason
 from ass3.plan import key_order
+from ass3.tree import name_problem
 
 
 @dataclass
@@ -26,6 +27,17 @@ class ScanReport:
 
 
 IGNORE_FILE = ".ass3ignore"
+
+
+class TreeObserver(Protocol):
+    """What a backup records of the walked tree beyond file bytes (`treescan`): told
+    of the root (rel ""), each folder entered, each symlink not followed, each file."""
+
+    def folder(self, rel: str, path: str, st: os.stat_result) -> None: ...
+
+    def symlink(self, rel: str, path: str, st: os.stat_result) -> None: ...
+
+    def file(self, local: LocalFile, st: os.stat_result) -> None: ...
 
 
 class Filters:
@@ -93,6 +105,7 @@ def scan_tree(
     *,
     filters: Filters | None = None,
     follow_symlinks: bool = False,
+    tree: TreeObserver | None = None,
 ) -> Iterator[LocalFile]:
     """Walk `root` like os.walk, yielding regular files in S3 key order.
 
@@ -103,9 +116,15 @@ def scan_tree(
     loop). Special files are skipped; unreadable folders, names that are not valid
     UTF-8 (S3 keys must be) and names a restore would refuse (control characters,
     backslashes) are problems, reported without stopping.
+
+    With `tree`, the root, folders, symlinks (then recorded, not skipped) and files
+    are told to it as they are walked; a folder whose name a restore would refuse is
+    then a problem of its own, and not entered.
     """
     top = os.stat(root)
-    walker = _Walker(report, filters, follow_symlinks)
+    if tree is not None:
+        tree.folder("", root, top)
+    walker = _Walker(report, filters, follow_symlinks, tree)
     stack = [(iter(walker.entries(root, "")), frozenset({(top.st_dev, top.st_ino)}))]
     while stack:
         entries, ancestors = stack[-1]
@@ -118,6 +137,8 @@ def scan_tree(
             identity = (st.st_dev, st.st_ino)
             if identity in ancestors:
                 report.skipped.append((rel, "symlink loop"))
+                continue
+            if not walker.recorded_folder(entry, rel, st):
                 continue
             stack.append((iter(walker.entries(entry.path, rel + "/")), ancestors | {identity}))
             continue
@@ -133,6 +154,7 @@ class _Walker:
     report: ScanReport
     filters: Filters | None
     follow_symlinks: bool
+    tree: TreeObserver | None = None
 
     def entries(
         self, folder: str, rel_prefix: str
@@ -167,23 +189,37 @@ class _Walker:
         )
         return items
 
+    def recorded_folder(self, entry: os.DirEntry[str], rel: str, st: os.stat_result) -> bool:
+        """Tell the tree of a folder about to be entered; False: a problem, not entered."""
+        if self.tree is None:
+            return True
+        problem = name_problem(rel)
+        if problem:
+            self.report.problems.append((rel, problem))
+            return False
+        self.tree.folder(rel, entry.path, st)
+        return True
+
     def regular_file(
         self, entry: os.DirEntry[str], rel: str, st: os.stat_result
     ) -> LocalFile | None:
-        try:
-            rel.encode("utf-8")
-        except UnicodeEncodeError:
-            self.report.problems.append((rel, "name is not valid UTF-8"))
-            return None
-        unsafe = unsafe_key_reason(rel)
-        if unsafe:
+        problem = name_problem(rel)
+        if problem:
             # Restore refuses such keys, so uploading would be a backup that cannot return.
-            self.report.problems.append((rel, f"cannot be restored safely: {unsafe}"))
+            self.report.problems.append((rel, problem))
             return None
-        if stat.S_ISLNK(st.st_mode):
+        if stat.S_ISLNK(st.st_mode) and self.tree is not None:
+            try:
+                self.tree.symlink(rel, entry.path, st)
+            except OSError as error:  # gone, or replaced, since it was listed
+                self.report.problems.append((rel, error.strerror or str(error)))
+        elif stat.S_ISLNK(st.st_mode):
             self.report.skipped.append((rel, "symlink"))
         elif not stat.S_ISREG(st.st_mode):
             self.report.skipped.append((rel, "special file"))
         else:
-            return LocalFile.from_stat(rel, entry.path, st, followed=entry.is_symlink())
+            local = LocalFile.from_stat(rel, entry.path, st, followed=entry.is_symlink())
+            if self.tree is not None:
+                self.tree.file(local, st)
+            return local
         return None

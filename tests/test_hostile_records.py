@@ -153,7 +153,8 @@ HOSTILE = [
     ("files-out-of-order", spoiled(lambda value: value["files"].reverse())),
     ("run-of-another-record", spoiled(_set(("run",), "20200101T000000.000000Z-abcdef"))),
     ("a-list", spoiled(lambda value: [value])),
-    ("format-2", spoiled(_set(("format",), 2))),
+    ("format-2-without-a-tree", spoiled(_set(("format",), 2))),
+    ("format-3", spoiled(_set(("format",), 3))),
     ("not-json", lambda run_id: gzip.compress(b"{not json", mtime=0)),
     ("not-utf-8", _not_utf8),
     ("not-gzip", lambda run_id: json.dumps(document(run_id)).encode()),
@@ -560,7 +561,9 @@ def test_read_record_refuses_a_name_restore_would_refuse(rel: str, reason: str) 
         (_set(("files", 0, 3), MD5 + "\n"), "files/0/3:"),  # `$` would let it through
         (_set(("run",), "20260302T100000.000000Z-b2b2b2"), "names run 20260302T10"),
         (lambda value: value["files"].append(value["files"][-1]), "out of key order"),
-        (_set(("format",), 2), "unknown run record format 2"),
+        (_set(("format",), 3), "unknown run record format 3"),
+        (_set(("format",), 2), "'tree' is a required property"),
+        (_set(("format",), True), "unknown run record format True"),
     ],
 )
 def test_read_record_says_what_is_wrong_in_one_line(

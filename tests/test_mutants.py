@@ -124,7 +124,7 @@ def test_a_size_past_a_signed_64_bit_integer_is_refused() -> None:
             "versioned": True,
             "files": [["a", size, "", "etag", "v1"]],
         }
-        return bool(records._validator().is_valid(document))
+        return bool(records._validator(1).is_valid(document))
 
     assert valid(2**63 - 1)
     assert not valid(2**63)

@@ -539,7 +539,7 @@ def test_run_record_time_and_size() -> None:
     assert FULL_RECORD.total_bytes == 3 + 10 * 1024**3
 
 
-@pytest.mark.parametrize("document", [{"format": 2}, {}], ids=["newer", "none"])
+@pytest.mark.parametrize("document", [{"format": 3}, {}], ids=["newer", "none"])
 def test_run_record_of_an_unknown_format_is_refused(document: dict[str, object]) -> None:
     """A record from a newer ass3 is not guessed at."""
     document.update(
