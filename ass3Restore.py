@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     history.add_argument("--run", metavar="ID", help="restore the tree of run ID (see --runs)")
     history.add_argument("--runs", action="store_true", help="list the runs of backup NAME")
+    s3common.add_selection_arguments(parser)
     s3common.add_deletion_arguments(parser, "local files under DEST/NAME not in the backup")
     s3common.add_connection_arguments(parser)
     return parser
@@ -39,12 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = s3common.parse_intermixed(parser, argv)
     if args.list is None and not args.name:
         parser.error("NAME is required (or use --list)")
+    if (args.paths or args.rules) and (args.list is not None or args.runs):
+        parser.error("PATH, --include and --exclude go with a restore, --check or --diff")
 
     def run() -> int:
         as_of = s3common.parse_when(args.as_of) if args.as_of else None
+        selection = s3common.Selection.parse(args.paths, args.rules)
         conn, bucket = s3common.connect(args)
         if args.list is not None:
             return s3common.print_listing(args, conn, bucket, args.list or args.name)
@@ -63,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                 force=args.force,
                 dry_run=args.dry_run,
                 progress=progress,
+                selection=selection,
             )
         name = args.name.strip("/")
         method = f"restoring {summary.method}\n" if summary.method else ""

@@ -13,6 +13,8 @@ flows through a run. Lower modules never import higher ones.
                  the pure rules for which records to trust
     timeline     pure rules for using them: which run or versions stood at a time,
                  whether a restore may use them, what a new record names
+    partial      pure: part of a backup (PATH..., --include/--exclude) for a
+                 restore, --check or --diff, judged on relative paths
     scan         the local side: os.walk-like traversal in key order, filters
     reading      opening a file to back up safely, and knowing it changed while read
     files        checksums, object metadata, folders opened without following links,
@@ -25,6 +27,8 @@ flows through a run. Lower modules never import higher ones.
                  versioning and lifecycle reads, checksums held in S3
     history      run records and object versions in S3, retention
     listings     --list: buckets, backups and their objects
+    selected     the objects of part of a backup, listing only the named paths;
+                 the state --check and --diff compare against
     progress     progress bars on a terminal
     executor     the thread pool that runs planned steps and tallies outcomes
     upload       one file of a backup;  backup    the whole backup run
@@ -51,8 +55,10 @@ from ass3.cache import StateCache, default_cache_path
 from ass3.cli import (
     add_connection_arguments,
     add_deletion_arguments,
+    add_selection_arguments,
     connect,
     finish,
+    parse_intermixed,
     positive_int,
     print_listing,
     print_runs,
@@ -100,6 +106,7 @@ from ass3.model import (
     Summary,
 )
 from ass3.names import default_prefix, normalize_prefix, unsafe_key_reason, validate_bucket_name
+from ass3.partial import Selection
 from ass3.plan import (
     cache_vouches,
     deletion_refusal,
@@ -142,12 +149,14 @@ __all__ = [
     "RemoteObject",
     "ScanReport",
     "Seen",
+    "Selection",
     "StateCache",
     "Step",
     "StorageOptions",
     "Summary",
     "add_connection_arguments",
     "add_deletion_arguments",
+    "add_selection_arguments",
     "backup",
     "cache_vouches",
     "check_directory",
@@ -169,6 +178,7 @@ __all__ = [
     "merge_by_rel",
     "multipart_etag",
     "normalize_prefix",
+    "parse_intermixed",
     "parse_when",
     "part_size_for",
     "plan_transfers",

@@ -119,6 +119,47 @@ def add_deletion_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    """PATH... and --include/--exclude of ass3Restore.py: part of a backup, for a
+    restore, --check or --diff (see `partial.Selection`)."""
+    parser.add_argument(
+        "paths",
+        metavar="PATH",
+        nargs="*",
+        help="only these files or folders of the backup (relative to its top; a folder "
+        "means everything below it, a trailing / means only a folder)",
+    )
+    group = parser.add_argument_group("part of the backup")
+    group.add_argument(
+        "--exclude",
+        dest="rules",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        type=lambda pattern: ("exclude", pattern),
+        help="leave out paths matching PATTERN (gitignore rules, as for a backup); repeatable",
+    )
+    group.add_argument(
+        "--include",
+        dest="rules",
+        action="append",
+        metavar="PATTERN",
+        type=lambda pattern: ("include", pattern),
+        help="take back paths an earlier --exclude left out; later patterns win",
+    )
+
+
+def parse_intermixed(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse with options and positionals in any order (`NAME --dest DIR PATH...`).
+
+    argparse's intermixed parsing %-formats the usage it generates once more, which
+    breaks on the '%' of --max-delete's N|N%; the usage is set beforehand, escaped.
+    """
+    if parser.usage is None:
+        parser.usage = parser.format_usage().removeprefix("usage: ").strip().replace("%", "%%")
+    return parser.parse_intermixed_args(argv)
+
+
 def storage_class(text: str) -> str:
     """argparse type for --storage-class: classes a restore can read at once."""
     name = text.upper()

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
-from ass3 import history, remote
+from ass3 import history, selected
 from ass3.connection import Connection
 from ass3.download import restore_step
 from ass3.executor import Counted, execute
@@ -38,21 +38,23 @@ from ass3.names import (
     normalize_prefix,
     unsafe_key_reason,
 )
+from ass3.partial import Selection
 from ass3.plan import deletion_refusal, plan_transfers, sort_local_only
 from ass3.progress import Progress
 from ass3.remote import bucket_versioning
 from ass3.scan import ScanReport, scan_tree
-from ass3.timeline import choose_run, objects_of_run, old_run_refusal
+from ass3.timeline import choose_run, old_run_refusal
 
 log = logging.getLogger("ass3")
 
 
-def _local_files(root: str) -> Iterator[LocalFile]:
+def _local_files(root: str, selection: Selection) -> Iterator[LocalFile]:
     """What already stands below the restore root, temporaries included (see
-    `sort_local_only`); symlinks are skipped, never followed."""
+    `sort_local_only`); symlinks are skipped, never followed. Only what the selection
+    takes is walked, so nothing else can be planned, let alone deleted."""
     if not os.path.isdir(root):  # a dry run into a folder that is not there yet
         return
-    yield from scan_tree(root, ScanReport())
+    yield from scan_tree(root, ScanReport(), filters=selection.walk_filter())
 
 
 def _restorable(objects: Iterable[RemoteObject], summary: Summary) -> Iterator[RemoteObject]:
@@ -74,10 +76,12 @@ def _restore_source(
     run_id: str | None,
     as_of: datetime | None,
     summary: Summary,
+    selection: Selection,
 ) -> Iterator[RemoteObject]:
-    """The objects to restore: the current ones, a recorded run's, or those as of a time."""
+    """The objects to restore: the current ones, a recorded run's, or those as of a time;
+    of them, those the selection takes (`selected`: only the named paths are listed)."""
     if run_id is None and as_of is None:
-        return remote.list_remote(conn, bucket, prefix)
+        return selected.current_objects(conn, bucket, prefix, selection, summary)
     # --run names its record itself: a bad one is its own one-line error, not a warning.
     run_ids = history.list_run_ids(conn, bucket, prefix, warn=run_id is None)
     versioning = bucket_versioning(conn, bucket)
@@ -88,7 +92,7 @@ def _restore_source(
             f"object versions as of {as_of:%Y-%m-%d %H:%M:%S %Z} (no run records: "
             "chosen by LastModified, one-second resolution)"
         )
-        return iter(history.versions_as_of(conn, bucket, prefix, as_of))
+        return iter(selected.versions_as_of(conn, bucket, prefix, as_of, selection, summary))
     if run_id is None:  # chosen by time: a bad record gives way to the newest good one before
         record = history.record_as_of(conn, bucket, prefix, run_ids, chosen)
         chosen = record.run_id
@@ -102,7 +106,7 @@ def _restore_source(
     summary.method = (
         f"run {chosen} ({record.time.astimezone():%Y-%m-%d %H:%M:%S %Z}), from its run record"
     )
-    return objects_of_run(prefix, record)
+    return selected.recorded_objects(prefix, record, selection, summary)
 
 
 def _remove_leftovers(
@@ -172,13 +176,15 @@ def restore(
     dry_run: bool = False,
     progress: Progress | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    selection: Selection | None = None,
 ) -> Summary:
     """Download backup NAME into DESTINATION/NAME, verifying every file.
 
     By default the current objects; `run_id` or `as_of` restore the tree as a
     recorded run saw it, each file fetched by its version. With `delete`, local
     files the tree does not have are removed (guarded like backup's deletions).
-    `dry_run` reports what would happen and writes nothing.
+    `dry_run` reports what would happen and writes nothing. A `selection` (PATH...,
+    --include, --exclude) limits all of it, --delete included, to part of the backup.
 
     DESTINATION is the user's choice and may be, or pass through, a symlink (`--dest
     /data` where /data links to a mounted disk). DESTINATION/NAME must be a real
@@ -195,13 +201,14 @@ def restore(
     root = os.path.join(destination, prefix)
     _refuse_unsafe_root(root)  # at once, before any request
     summary = Summary("would download" if dry_run else "downloaded")
+    selection = selection or Selection()
     with conn.counting(summary.requests):
-        source = _restore_source(conn, bucket, prefix, run_id, as_of, summary)
+        source = _restore_source(conn, bucket, prefix, run_id, as_of, summary, selection)
         objects = _first_or_explain(conn, bucket, prefix, source, summary.method)
         with _opened_root(destination, prefix, dry_run=dry_run) as root_fd:
             extras: list[Step] = []
             leftovers: list[Step] = []
-            local_files = Counted(_local_files(root))
+            local_files = Counted(_local_files(root, selection))
             restorable = Counted(_restorable(objects, summary))
             placements = Placements()
             steps = plan_transfers(restorable, local_files)
