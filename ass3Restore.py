@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Download backup NAME from S3 into DEST/NAME, verifying each file's MD5.",
     )
     parser.add_argument("name", metavar="NAME", nargs="?", help="the backup to restore")
-    parser.add_argument("--dest", default=".", help="folder to restore into (default: current)")
+    parser.add_argument("--dest", help="folder to restore into (default: current)")
     parser.add_argument(
         "--list",
         nargs="?",
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--run", metavar="ID", help="restore the tree of run ID (see --runs)")
     history.add_argument("--runs", action="store_true", help="list the runs of backup NAME")
     s3common.add_selection_arguments(parser)
+    s3common.add_check_arguments(parser)
     s3common.add_deletion_arguments(parser, "local files under DEST/NAME not in the backup")
     s3common.add_connection_arguments(parser)
     return parser
@@ -45,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("NAME is required (or use --list)")
     if (args.paths or args.rules) and (args.list is not None or args.runs):
         parser.error("PATH, --include and --exclude go with a restore, --check or --diff")
+    problem = s3common.check_arguments_problem(args)
+    if problem:
+        parser.error(problem)
 
     def run() -> int:
         as_of = s3common.parse_when(args.as_of) if args.as_of else None
@@ -54,12 +58,15 @@ def main(argv: list[str] | None = None) -> int:
             return s3common.print_listing(args, conn, bucket, args.list or args.name)
         if args.runs:
             return s3common.print_runs(args, conn, bucket, args.name)
+        if args.check or args.diff is not None:
+            return s3common.check_or_diff(args, conn, bucket, as_of, selection)
+        destination = args.dest or "."
         with s3common.progress_for(args, "restore") as progress:
             summary = s3common.restore(
                 conn,
                 args.name,
                 bucket=bucket,
-                destination=args.dest,
+                destination=destination,
                 run_id=args.run,
                 as_of=as_of,
                 delete=args.delete,
@@ -71,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         name = args.name.strip("/")
         method = f"restoring {summary.method}\n" if summary.method else ""
-        line = f"{method}s3://{bucket}/{name}/ -> {args.dest}: {summary.line()}"
+        line = f"{method}s3://{bucket}/{name}/ -> {destination}: {summary.line()}"
         return s3common.finish(args, summary, line, bucket=bucket, prefix=name)
 
     return s3common.run_main("ass3Restore", args, run)

@@ -33,6 +33,10 @@ flows through a run. Lower modules never import higher ones.
     executor     the thread pool that runs planned steps and tallies outcomes
     upload       one file of a backup;  backup    the whole backup run
     download     one file of a restore; restore   the whole restore run
+    verdicts     pure: what --check and --diff find (missing, changed, corrupt;
+                 differs, extra), judged on listings, digests and sizes
+    check        --check (and --read-data): a backup still as recorded, unrestored
+    diff         --diff: a local folder against a backup, without downloading
     cli          argument groups, connect, output, run_main (errors -> exit codes)
 
 The functions the original design named, and where each job lives now:
@@ -52,10 +56,14 @@ from __future__ import annotations
 
 from ass3.backup import backup
 from ass3.cache import StateCache, default_cache_path
+from ass3.check import check
 from ass3.cli import (
+    add_check_arguments,
     add_connection_arguments,
     add_deletion_arguments,
     add_selection_arguments,
+    check_arguments_problem,
+    check_or_diff,
     connect,
     finish,
     parse_intermixed,
@@ -73,6 +81,7 @@ from ass3.connection import (
     StorageOptions,
     part_size_for,
 )
+from ass3.diff import diff
 from ass3.files import local_checksum, read_chunks
 from ass3.history import (
     format_runs,
@@ -154,17 +163,22 @@ __all__ = [
     "Step",
     "StorageOptions",
     "Summary",
+    "add_check_arguments",
     "add_connection_arguments",
     "add_deletion_arguments",
     "add_selection_arguments",
     "backup",
     "cache_vouches",
+    "check",
+    "check_arguments_problem",
     "check_directory",
+    "check_or_diff",
     "connect",
     "default_cache_path",
     "default_prefix",
     "deletion_refusal",
     "describe_client_error",
+    "diff",
     "ensure_bucket",
     "etag_matches",
     "finish",

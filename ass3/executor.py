@@ -124,3 +124,29 @@ def _record(
         summary.unchanged += 1
     if on_outcome:
         on_outcome(result)
+
+
+R = TypeVar("R")
+
+
+def in_parallel(workers: int, items: Iterable[T], work: Callable[[T], R]) -> Iterator[tuple[T, R]]:
+    """`work` on each of `items` on `workers` threads, each result as it is ready.
+
+    For work that only reads (a check, a diff): items are taken as results are used,
+    with a bounded number queued, so memory stays flat. On Ctrl-C, or when the caller
+    stops early, queued work is dropped. `work` turns the errors it expects into
+    results: any other exception is a bug and reaches the caller.
+    """
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ass3")
+    try:
+        pending: dict[Future[R], T] = {}
+        for item in items:
+            pending[executor.submit(work, item)] = item
+            if len(pending) >= workers * 4:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield pending.pop(future), future.result()
+        for future in as_completed(pending):
+            yield pending[future], future.result()
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)

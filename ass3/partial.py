@@ -9,10 +9,10 @@ the same way and a restore's --delete never reaches past what was named.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ass3.model import Ass3Error, RemoteObject, printable
+from ass3.model import Ass3Error, printable
 from ass3.names import temporary_stem_of, unsafe_key_reason
 from ass3.plan import key_order
 from ass3.scan import Filters
@@ -156,9 +156,28 @@ class Selection:
             left = [path for path in left if not path.covers(rel)]
         return left
 
-    def of(self, objects: Iterable[RemoteObject]) -> Iterator[RemoteObject]:
-        """The selected ones of `objects`."""
-        return (item for item in objects if self.selects(item.rel))
+    def listing_scopes(self, rels: Iterable[str]) -> list[tuple[str, str | None]]:
+        """Where to list, below the backup's top, to see every one of `rels` (selected
+        files a run record names): (prefix, delimiter) pairs. Everything without paths;
+        for each path its folder, both the file and the folder of that name when there
+        are both, or the one key (with delimiter '/', so that a folder whose name only
+        begins like it is not listed) when the record has just the file."""
+        if not self.paths:
+            return [("", None)]
+        files, folders = set(), set()
+        for rel in rels:
+            for path in self.paths:
+                if rel == path.rel:
+                    files.add(path)
+                elif rel.startswith(path.rel + "/"):
+                    folders.add(path)
+        scopes: list[tuple[str, str | None]] = []
+        for path in self.paths:
+            if path in folders:
+                scopes.append((path.rel if path in files else path.rel + "/", None))
+            elif path in files:
+                scopes.append((path.rel, "/"))
+        return scopes
 
 
 def unmatched_error(unmatched: Sequence[RestorePath], prefix: str, when: str) -> Ass3Error:

@@ -17,6 +17,7 @@ from ass3 import history, remote
 from ass3.connection import Connection
 from ass3.listings import list_backups
 from ass3.model import Ass3Error, ObjectVersion, RemoteObject, Summary, plural
+from ass3.names import unsafe_key_reason
 from ass3.partial import RestorePath, Selection, unmatched_error
 from ass3.plan import key_order
 from ass3.records import RunRecord
@@ -208,3 +209,14 @@ def or_explained(
     names = [info.name for info in list_backups(conn, bucket)]
     known = f"backups there: {', '.join(names)}" if names else "it holds no backups"
     raise Ass3Error(f"no backup named {prefix!r} in s3://{bucket}; {known}")
+
+
+def restorable(item: RemoteObject, summary: Summary) -> bool:
+    """Whether a restore would make this object a file, for --check and --diff: a
+    folder marker is no file; a key no restore may write is a failure, as in a restore."""
+    if item.rel.endswith("/") and item.size == 0:
+        return False
+    reason = unsafe_key_reason(item.rel)
+    if reason:
+        summary.fail(item.key, f"a restore refuses this key: {reason}")
+    return reason is None
