@@ -11,7 +11,8 @@ object's md5 metadata against its ETag (one HeadObject each).
 
 from __future__ import annotations
 
-import logging
+import itertools
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
@@ -47,8 +48,6 @@ from ass3.verdicts import (
     metadata_checkable,
     uniform_parts,
 )
-
-log = logging.getLogger("ass3")
 
 # Server-side encryption under which an ETag is not the MD5 of the data.
 _KMS = ("aws:kms", "aws:kms:dsse")
@@ -146,14 +145,15 @@ def _compare_metadata(
             else:
                 report.unverified += 1
 
-    heads = in_parallel(conn.workers, checkable(), lambda item: _head(conn, bucket, item))
-    for item, result in heads:
+    def handle(item: RemoteObject, result: Finding | str | None) -> None:
         if isinstance(result, str):
             report.summary.fail(item.rel, result)
         elif result is None:
             report.ok += 1
         else:
             report.findings.append(result)
+
+    in_parallel(conn.workers, checkable(), lambda item: _head(conn, bucket, item), handle)
 
 
 def _head(conn: Connection, bucket: str, item: RemoteObject) -> Finding | str | None:
@@ -184,13 +184,12 @@ def _read_all(
                 progress.planned(Step(item.rel, item, None, "read"))
             yield item
 
-    reads = in_parallel(conn.workers, planned(), lambda item: _read(conn, bucket, item))
-    for item, result in reads:
+    def handle(item: RemoteObject, result: tuple[DataVerdict, int] | str) -> None:
         if progress:
             progress.finished(Outcome(item.rel, transferred=True, size=item.size))
         if isinstance(result, str):
             summary.fail(item.rel, result)
-            continue
+            return
         verdict, read = result
         summary.read_bytes += read
         if verdict.warning:
@@ -200,10 +199,16 @@ def _read_all(
         else:
             report.ok += 1
 
+    stop = threading.Event()
+    in_parallel(conn.workers, planned(), lambda item: _read(conn, bucket, item, stop), handle, stop)
 
-def _read(conn: Connection, bucket: str, item: RemoteObject) -> tuple[DataVerdict, int] | str:
+
+def _read(
+    conn: Connection, bucket: str, item: RemoteObject, stop: threading.Event
+) -> tuple[DataVerdict, int] | str:
     """Download one object (its recorded version, else the listed ETag) and judge its
-    bytes, keeping none of them; or why it could not be read."""
+    bytes, keeping none of them; or why it could not be read. Gives up between two
+    chunks once `stop` is set (the run was interrupted: nobody waits for the answer)."""
     try:
         sizes = _part_sizes(conn, bucket, item)
         response = conn.client.get_object(
@@ -211,7 +216,8 @@ def _read(conn: Connection, bucket: str, item: RemoteObject) -> tuple[DataVerdic
         )
         body = response["Body"]
         try:
-            digest, size = digest_of(body.iter_chunks(READ_CHUNK), sizes)
+            chunks = itertools.takewhile(lambda _: not stop.is_set(), body.iter_chunks(READ_CHUNK))
+            digest, size = digest_of(chunks, sizes)
         finally:
             body.close()
     except TRANSFER_ERRORS as error:

@@ -21,6 +21,7 @@ from ass3.files import local_checksum
 from ass3.model import (
     SAME_SIZE,
     UNCHANGED,
+    FileProblem,
     LocalFile,
     Outcome,
     RemoteObject,
@@ -31,6 +32,7 @@ from ass3.names import normalize_prefix
 from ass3.partial import Selection
 from ass3.plan import plan_transfers
 from ass3.progress import Progress
+from ass3.reading import open_scanned
 from ass3.remote import s3_checksum
 from ass3.s3errors import TRANSFER_ERRORS, describe_client_error
 from ass3.scan import Filters, ScanReport, check_directory, scan_tree
@@ -90,21 +92,22 @@ def diff(
                     continue
                 _judge(step, None, report)
 
-        hashed = in_parallel(conn.workers, same_size(), lambda step: _compare(conn, bucket, step))
-        for step, result in hashed:
+        def handle(step: Step, result: tuple[bool | None, int] | str) -> None:
             if progress:
                 progress.finished(Outcome(step.rel, transferred=True, size=_size(step)))
             if isinstance(result, str):
                 summary.fail(step.rel, result)
-                continue
+                return
             same, read = result
             summary.read_bytes += read
             if same is None:
                 summary.warn(
                     step.rel, "cannot be compared: no MD5 recorded, in its metadata or as its ETag"
                 )
-                continue
+                return
             _judge(step, same, report)
+
+        in_parallel(conn.workers, same_size(), lambda step: _compare(conn, bucket, step), handle)
     for rel, reason in walk.problems:
         summary.fail(rel, reason)
     summary.seconds = time.monotonic() - started
@@ -132,9 +135,11 @@ def _compare(conn: Connection, bucket: str, step: Step) -> tuple[bool | None, in
     object's bytes (None: nothing to tell by), and the bytes read; or why not."""
     backup, local = step.source, step.target
     assert isinstance(backup, RemoteObject) and isinstance(local, LocalFile)
-    try:
-        with open(local.path, "rb") as fileobj:
+    try:  # the very file the walk saw: never a link or a FIFO swapped in since
+        with open_scanned(local) as fileobj:
             digest = local_checksum(fileobj, conn.part_size_for(backup.size))
+    except FileProblem as error:
+        return str(error)
     except OSError as error:
         return error.strerror or str(error)
     same = same_content(backup, digest, etag_is_md5=conn.storage.etag_is_md5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from typing import Generic, TypeVar
@@ -129,13 +130,21 @@ def _record(
 R = TypeVar("R")
 
 
-def in_parallel(workers: int, items: Iterable[T], work: Callable[[T], R]) -> Iterator[tuple[T, R]]:
-    """`work` on each of `items` on `workers` threads, each result as it is ready.
+def in_parallel(
+    workers: int,
+    items: Iterable[T],
+    work: Callable[[T], R],
+    handle: Callable[[T, R], None],
+    stop: threading.Event | None = None,
+) -> None:
+    """Run `work` on each of `items` on `workers` threads, and `handle` each result in
+    this thread as it is ready.
 
-    For work that only reads (a check, a diff): items are taken as results are used,
-    with a bounded number queued, so memory stays flat. On Ctrl-C, or when the caller
-    stops early, queued work is dropped. `work` turns the errors it expects into
-    results: any other exception is a bug and reaches the caller.
+    For work that only reads (a check, a diff): items are taken as results come in,
+    with a bounded number queued, so memory stays flat. On Ctrl-C (or any exception,
+    `handle`'s included) queued work is dropped and `stop` is set, for long work to
+    give up early. `work` turns the errors it expects into results: any other
+    exception is a bug and reaches the caller.
     """
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ass3")
     try:
@@ -145,8 +154,13 @@ def in_parallel(workers: int, items: Iterable[T], work: Callable[[T], R]) -> Ite
             if len(pending) >= workers * 4:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    yield pending.pop(future), future.result()
+                    handle(pending.pop(future), future.result())
         for future in as_completed(pending):
-            yield pending[future], future.result()
+            handle(pending[future], future.result())
+    except BaseException:
+        if stop is not None:
+            stop.set()
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
     finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+        executor.shutdown(wait=True)

@@ -7,6 +7,7 @@ import json
 import os
 import time
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +223,29 @@ def test_without_a_record_md5_metadata_is_compared_with_the_etag_and_it_says_so(
 
 
 @pytest.mark.slow
+def test_without_records_a_check_as_of_a_time_heads_the_versions_of_then(
+    conn: Connection, s3: Any, bucket: str
+) -> None:
+    s3common.ensure_bucket(conn, bucket)
+    s3.put_object(Bucket=bucket, Key="data/a", Body=b"one", Metadata={"md5": "0" * 32})
+    time.sleep(1.1)  # LastModified has one-second resolution
+    between = datetime.now(timezone.utc)
+    time.sleep(1.1)
+    s3.put_object(Bucket=bucket, Key="data/a", Body=b"two")
+    versions: list[Any] = []
+    conn.client.meta.events.register(
+        "provide-client-params.s3.HeadObject",
+        lambda params, **_: versions.append(params.get("VersionId")),
+    )
+    report = check(conn, bucket, as_of=between)
+    assert report.summary.method.startswith("object versions as of")
+    assert [finding.kind for finding in report.findings] == ["corrupt"]
+    [old] = [v for v in s3.list_object_versions(Bucket=bucket)["Versions"] if not v["IsLatest"]]
+    assert versions == [old["VersionId"]]
+    assert check(conn, bucket).exit_code == 0  # now: a file without md5 metadata
+
+
+@pytest.mark.slow
 def test_a_check_of_one_path_lists_and_counts_only_it(
     conn: Connection, bucket: str, versioned: str
 ) -> None:
@@ -386,6 +410,18 @@ def test_the_script_checks_and_diffs_with_documented_exit_codes(
         1,
         "differs: notes.txt (same size, other content)\n",
     )
+
+    # --diff alone compares DEST/NAME, where a restore with that --dest writes. The
+    # restore took the current objects, which lack a.txt; the run record has it.
+    assert restore("--dest", str(tmp_path / "out")).returncode == 0
+    restored = restore("--diff", "--dest", str(tmp_path / "out"))
+    assert restored.returncode == 1
+    assert restored.stdout.splitlines()[1:] == [
+        "missing: a.txt (in the backup, not in the folder)",
+        f"{tmp_path / 'out' / 'data'} with s3://{bucket}/data/: compared 4 files (24 B): "
+        + restored.stdout.splitlines()[-1].split(": compared 4 files (24 B): ")[1],
+    ]
+    assert "3 identical, 0 differs, 1 missing, 0 extra" in restored.stdout
 
 
 @pytest.mark.slow

@@ -187,7 +187,7 @@ def backed_up(rels: list[str], rules: list[tuple[str, str]]) -> list[str]:
         ]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(trees, path_texts, rule_lists)
 def test_a_selection_takes_what_the_backup_walk_takes_below_the_paths(
     rels: list[str], texts: list[str], rules: list[tuple[str, str]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 from collections import Counter
 from datetime import datetime, timezone
 
@@ -12,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import s3common
+from ass3.executor import in_parallel
 from ass3.model import ObjectVersion
 from ass3.verdicts import (
     CHANGED,
@@ -264,3 +266,39 @@ def test_a_check_lists_only_where_the_recorded_files_are(
     paths: list[str], rels: list[str], scopes: list[tuple[str, str | None]]
 ) -> None:
     assert Selection.parse(paths, []).listing_scopes(rels) == scopes
+
+
+# --- reading in parallel ------------------------------------------------------------------
+
+
+def test_reading_in_parallel_handles_every_result_in_the_callers_thread() -> None:
+    seen: list[tuple[int, int, str]] = []
+    in_parallel(
+        3,
+        range(50),
+        lambda number: number * number,
+        lambda number, square: seen.append((number, square, threading.current_thread().name)),
+    )
+    assert sorted((number, square) for number, square, _ in seen) == [
+        (number, number * number) for number in range(50)
+    ]
+    assert {name for _, _, name in seen} == {threading.current_thread().name}
+
+
+def test_an_interruption_drops_queued_reads_and_tells_running_ones_to_stop() -> None:
+    stop = threading.Event()
+    started: list[int] = []
+
+    def work(number: int) -> int:
+        started.append(number)
+        if number:  # a long read that gives up once told to
+            stop.wait(60)
+        return number
+
+    def interrupted(_number: int, _result: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        in_parallel(2, range(1000), work, interrupted, stop)
+    assert stop.is_set()
+    assert len(started) <= 3  # the first, and what the two threads had begun
