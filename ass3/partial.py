@@ -142,10 +142,11 @@ class Selection:
         reached = not self.paths or any(path.reaches(folder) for path in self.paths)
         return reached and not self.filters.excludes(folder, folder=True)
 
-    def walk_filter(self) -> Filters:
+    def walk_filter(self) -> Filters | None:
         """The selection as the local walk's filter (`scan.scan_tree`): it enters only
-        the folders that may hold selected files and yields only selected files."""
-        return _WalkFilter(self)
+        the folders that may hold selected files and yields only selected files; None
+        when it takes everything."""
+        return None if self.everything else _WalkFilter(self)
 
     def unmatched(self, rels: Iterable[str]) -> list[RestorePath]:
         """The paths that name none of `rels` (filters aside): each is an error."""

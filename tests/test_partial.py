@@ -187,6 +187,18 @@ def backed_up(rels: list[str], rules: list[tuple[str, str]]) -> list[str]:
         ]
 
 
+@given(trees, path_texts, rule_lists)
+def test_a_selection_is_the_named_keys_that_the_filters_keep(
+    rels: list[str], texts: list[str], rules: list[tuple[str, str]]
+) -> None:
+    """Paths and filters are independent: the keys taken are those a path names
+    (compared segment by segment) and the filters alone would keep."""
+    kept = chosen(Selection.parse([], rules), rels)
+    expected = [rel for rel in kept if named_by_brute_force(rel, texts)]
+    assert chosen(Selection.parse(texts, rules), rels) == expected
+
+
+@pytest.mark.slow  # hundreds of real trees
 @settings(max_examples=300, deadline=None)
 @given(trees, path_texts, rule_lists)
 def test_a_selection_takes_what_the_backup_walk_takes_below_the_paths(
