@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 """,
     )
     parser.add_argument("name", metavar="NAME", nargs="?", help="the backup to restore")
-    parser.add_argument("--dest", default=".", help="folder to restore into (default: current)")
+    parser.add_argument("--dest", help="folder to restore into (default: current)")
     parser.add_argument(
         "--list",
         nargs="?",
@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     tree.add_argument(
         "--xattrs", action="store_true", help="restore recorded user.* extended attributes"
     )
+    s3common.add_selection_arguments(parser)
+    s3common.add_check_arguments(parser)
     s3common.add_deletion_arguments(parser, "local files under DEST/NAME not in the backup")
     s3common.add_connection_arguments(parser)
     return parser
@@ -80,23 +82,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = s3common.parse_intermixed(parser, argv)
     if args.list is None and not args.name:
         parser.error("NAME is required (or use --list)")
+    if (args.paths or args.rules) and (args.list is not None or args.runs):
+        parser.error("PATH, --include and --exclude go with a restore, --check or --diff")
+    problem = s3common.check_arguments_problem(args)
+    if problem:
+        parser.error(problem)
 
     def run() -> int:
         as_of = s3common.parse_when(args.as_of) if args.as_of else None
+        selection = s3common.Selection.parse(args.paths, args.rules)
         conn, bucket = s3common.connect(args)
         if args.list is not None:
             return s3common.print_listing(args, conn, bucket, args.list or args.name)
         if args.runs:
             return s3common.print_runs(args, conn, bucket, args.name)
+        if args.check or args.diff is not None:
+            return s3common.check_or_diff(args, conn, bucket, as_of, selection)
+        destination = args.dest or "."
         with s3common.progress_for(args, "restore") as progress:
             summary = s3common.restore(
                 conn,
                 args.name,
                 bucket=bucket,
-                destination=args.dest,
+                destination=destination,
                 run_id=args.run,
                 as_of=as_of,
                 delete=args.delete,
@@ -110,10 +121,11 @@ def main(argv: list[str] | None = None) -> int:
                     xattrs=args.xattrs,
                 ),
                 progress=progress,
+                selection=selection,
             )
         name = args.name.strip("/")
         method = f"restoring {summary.method}\n" if summary.method else ""
-        target = os.path.join(args.dest, name, "")
+        target = os.path.join(destination, name, "")
         line = f"{method}s3://{bucket}/{name}/ -> {target}: {summary.line()}"
         return s3common.finish(args, summary, line, bucket=bucket, prefix=name)
 

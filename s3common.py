@@ -14,6 +14,8 @@ flows through a run. Lower modules never import higher ones.
     timeline     pure rules for using them: which run or versions stood at a time,
                  whether a restore may use them, what a new record names
     settings     transfer settings: options over the profile's aws s3 settings
+    partial      pure: part of a backup (PATH..., --include/--exclude) for a
+                 restore, --check or --diff, judged on relative paths
     scan         the local side: os.walk-like traversal in key order, filters
     reading      opening a file to back up safely, and knowing it changed while read
     files        checksums, object metadata, folders opened without following links,
@@ -33,10 +35,16 @@ flows through a run. Lower modules never import higher ones.
                  treeplan: the pure rules for restoring it
     treescan     the backup's side: what the walk sees of the tree
     treeio       the restore's side: owners, modes, links, folders, put on disk
+    selected     the objects of part of a backup, listing only the named paths;
+                 the state --check and --diff compare against
     progress     progress bars on a terminal
     executor     the thread pool that runs planned steps and tallies outcomes
     upload       one file of a backup;  backup    the whole backup run
     download     one file of a restore; restore   the whole restore run
+    verdicts     pure: what --check and --diff find (missing, changed, corrupt;
+                 differs, extra), judged on listings, digests and sizes
+    check        --check (and --read-data): a backup still as recorded, unrestored
+    diff         --diff: a local folder against a backup, without downloading
     cli          argument groups, connect, output, run_main (errors -> exit codes)
 
 The functions the original design named, and where each job lives now:
@@ -57,12 +65,18 @@ from __future__ import annotations
 from ass3 import __version__
 from ass3.backup import backup
 from ass3.cache import StateCache, default_cache_path
+from ass3.check import check
 from ass3.cli import (
     Parser,
+    add_check_arguments,
     add_connection_arguments,
     add_deletion_arguments,
+    add_selection_arguments,
+    check_arguments_problem,
+    check_or_diff,
     connect,
     finish,
+    parse_intermixed,
     positive_int,
     print_listing,
     print_runs,
@@ -77,6 +91,7 @@ from ass3.connection import (
     StorageOptions,
     part_size_for,
 )
+from ass3.diff import diff
 from ass3.files import local_checksum, read_chunks
 from ass3.history import (
     format_runs,
@@ -110,6 +125,7 @@ from ass3.model import (
     Summary,
 )
 from ass3.names import default_prefix, normalize_prefix, unsafe_key_reason, validate_bucket_name
+from ass3.partial import Selection
 from ass3.plan import (
     cache_vouches,
     deletion_refusal,
@@ -155,22 +171,29 @@ __all__ = [
     "RemoteObject",
     "ScanReport",
     "Seen",
+    "Selection",
     "StateCache",
     "Step",
     "StorageOptions",
     "Summary",
     "TreeOptions",
     "__version__",
+    "add_check_arguments",
     "add_connection_arguments",
     "add_deletion_arguments",
+    "add_selection_arguments",
     "backup",
     "cache_vouches",
+    "check",
+    "check_arguments_problem",
     "check_directory",
+    "check_or_diff",
     "connect",
     "default_cache_path",
     "default_prefix",
     "deletion_refusal",
     "describe_client_error",
+    "diff",
     "ensure_bucket",
     "etag_matches",
     "finish",
@@ -184,6 +207,7 @@ __all__ = [
     "merge_by_rel",
     "multipart_etag",
     "normalize_prefix",
+    "parse_intermixed",
     "parse_when",
     "part_size_for",
     "plan_transfers",

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from s3transfer.manager import TransferManager
 
 from ass3 import history, scan
-from ass3.cache import RunMarkers, StateCache, default_cache_path
+from ass3.cache import RunMarkers, StateCache, cache_scope, default_cache_path
 from ass3.connection import Connection
 from ass3.executor import Counted, execute
 from ass3.model import (
@@ -145,7 +145,7 @@ class _BackupRun:
         self.dry_run = dry_run
         self.on_outcome = on_outcome
         self.summary = Summary("would upload" if dry_run else "uploaded")
-        self.scope = f"{conn.client.meta.endpoint_url}|{bucket}|{prefix}"
+        self.scope = cache_scope(conn.client.meta.endpoint_url, bucket, prefix)
         self.report = scan.ScanReport()
         self.record = RecordSpool()  # the run record's lines as outcomes arrive; sorted later
         self.cache: StateCache | None = None

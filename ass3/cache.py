@@ -34,6 +34,11 @@ def default_cache_path() -> str:
     return os.path.join(base, "ass3", "state.sqlite3")
 
 
+def cache_scope(endpoint_url: str, bucket: str, prefix: str) -> str:
+    """What the state cache and the run markers of one backup are keyed by."""
+    return f"{endpoint_url}|{bucket}|{prefix}"
+
+
 class StateCache:
     """What earlier backups saw of each file (stat identity, MD5, ETag), in local SQLite.
 

@@ -15,10 +15,12 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from types import FrameType
 from typing import Any, NoReturn
 
 from ass3 import __version__
+from ass3.check import check
 from ass3.connection import (
     ARCHIVE_CLASSES,
     BUCKET_ENV,
@@ -26,10 +28,12 @@ from ass3.connection import (
     Connection,
     StorageOptions,
 )
+from ass3.diff import diff
 from ass3.history import format_runs, runs
 from ass3.listings import format_listing, listing
 from ass3.model import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, Ass3Error, Summary, printable
 from ass3.names import validate_bucket_name
+from ass3.partial import Selection
 from ass3.plan import DEFAULT_MAX_DELETE
 from ass3.progress import Progress
 from ass3.remote import resolve_bucket
@@ -163,6 +167,148 @@ def add_deletion_arguments(parser: argparse.ArgumentParser, what: str) -> None:
         action="store_true",
         help="print what would be transferred or deleted and why; change nothing",
     )
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    """PATH... and --include/--exclude of ass3Restore.py: part of a backup, for a
+    restore, --check or --diff (see `partial.Selection`)."""
+    parser.add_argument(
+        "paths",
+        metavar="PATH",
+        nargs="*",
+        help="only these files or folders of the backup (relative to its top; a folder "
+        "means everything below it, a trailing / means only a folder)",
+    )
+    group = parser.add_argument_group("part of the backup")
+    group.add_argument(
+        "--exclude",
+        dest="rules",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        type=lambda pattern: ("exclude", pattern),
+        help="leave out paths matching PATTERN (gitignore rules, as for a backup); repeatable",
+    )
+    group.add_argument(
+        "--include",
+        dest="rules",
+        action="append",
+        metavar="PATTERN",
+        type=lambda pattern: ("include", pattern),
+        help="take back paths an earlier --exclude left out; later patterns win",
+    )
+
+
+def parse_intermixed(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse with options and positionals in any order (`NAME --dest DIR PATH...`).
+
+    argparse's intermixed parsing %-formats the usage it generates once more, which
+    breaks on the '%' of --max-delete's N|N%; the usage is set beforehand, escaped.
+    """
+    if parser.usage is None:
+        parser.usage = parser.format_usage().removeprefix("usage: ").strip().replace("%", "%%")
+    return parser.parse_intermixed_args(argv)
+
+
+def add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    """--check, --read-data and --diff of ass3Restore.py: look at a backup without
+    restoring it."""
+    group = parser.add_argument_group("checking without restoring")
+    modes = group.add_mutually_exclusive_group()
+    modes.add_argument(
+        "--check",
+        action="store_true",
+        help="check that every object the latest run (or --run, --as-of) recorded is in the "
+        "bucket with its version, size and ETag: one listing, no download",
+    )
+    modes.add_argument(
+        "--diff",
+        nargs="?",
+        const="",
+        metavar="FOLDER",
+        help="list the files of FOLDER (default: DEST/NAME) that differ from the backup, are "
+        "missing or are extra, by size and MD5, without downloading",
+    )
+    group.add_argument(
+        "--read-data",
+        action="store_true",
+        help="with --check, download every object and verify every byte (MD5 and ETag); "
+        "nothing is written to disk",
+    )
+
+
+def check_arguments_problem(args: argparse.Namespace) -> str | None:
+    """Why the options of ass3Restore.py do not go together, or None."""
+    looking = "--check" if args.check else "--diff" if args.diff is not None else None
+    if args.read_data and not args.check:
+        return "--read-data goes with --check"
+    if looking is None:
+        return None
+    for given, option in [
+        (args.delete, "--delete"),
+        (args.dry_run, "--dry-run"),
+        (args.force, "--force"),
+        (args.max_delete, "--max-delete"),
+        (args.runs, "--runs"),
+        (args.list is not None, "--list"),
+    ]:
+        if given:
+            return f"{looking} changes nothing, so {option} does not go with it"
+    if args.dest is not None and (args.check or args.diff):
+        where = "FOLDER" if args.diff else "nothing local"
+        return f"{looking} compares {where}: --dest does not go with it"
+    return None
+
+
+def check_or_diff(
+    args: argparse.Namespace,
+    conn: Connection,
+    bucket: str,
+    as_of: datetime | None,
+    selection: Selection,
+) -> int:
+    """Run --check or --diff and print what it found, as lines or (--json) one JSON
+    document: one line per finding, then the count line."""
+    name = args.name.strip("/")
+    where = f"s3://{bucket}/{name}/"
+    details: dict[str, Any] = {"bucket": bucket, "prefix": name}
+    with progress_for(args, "check" if args.check else "diff") as progress:
+        if args.check:
+            report = check(
+                conn,
+                name,
+                bucket=bucket,
+                run_id=args.run,
+                as_of=as_of,
+                selection=selection,
+                read_data=args.read_data,
+                progress=progress,
+            )
+            verb = "checking"
+        else:
+            folder = args.diff or os.path.join(args.dest or ".", name)
+            report = diff(
+                conn,
+                name,
+                bucket=bucket,
+                folder=folder,
+                run_id=args.run,
+                as_of=as_of,
+                selection=selection,
+                progress=progress,
+            )
+            verb, where = "comparing with", f"{folder} with {where}"
+            details["folder"] = folder
+    if args.json:
+        print(json.dumps({**details, **report.to_dict()}, ensure_ascii=False))
+        return report.exit_code
+    if not args.quiet:
+        print(f"{verb} {report.summary.method}")
+    for finding in report.sorted_findings():
+        print(finding.line())
+    if not args.quiet:
+        print(f"{where}: {report.line()}")
+    return report.exit_code
 
 
 def storage_class(text: str) -> str:

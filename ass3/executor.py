@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from typing import Generic, TypeVar
@@ -123,3 +124,42 @@ def _record(
         summary.unchanged += 1
     if on_outcome:
         on_outcome(result)
+
+
+R = TypeVar("R")
+
+
+def in_parallel(
+    workers: int,
+    items: Iterable[T],
+    work: Callable[[T], R],
+    handle: Callable[[T, R], None],
+    stop: threading.Event | None = None,
+) -> None:
+    """Run `work` on each of `items` on `workers` threads, and `handle` each result in
+    this thread as it is ready.
+
+    For work that only reads (a check, a diff): items are taken as results come in,
+    with a bounded number queued, so memory stays flat. On Ctrl-C (or any exception,
+    `handle`'s included) queued work is dropped and `stop` is set, for long work to
+    give up early. `work` turns the errors it expects into results: any other
+    exception is a bug and reaches the caller.
+    """
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ass3")
+    try:
+        pending: dict[Future[R], T] = {}
+        for item in items:
+            pending[executor.submit(work, item)] = item
+            if len(pending) >= workers * 4:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    handle(pending.pop(future), future.result())
+        for future in as_completed(pending):
+            handle(pending[future], future.result())
+    except BaseException:
+        if stop is not None:
+            stop.set()
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        executor.shutdown(wait=True)

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -48,6 +48,12 @@ def resolve_bucket(conn: Connection, bucket: str | None) -> str:
             )
         name = f"ass3backup-{account}"
     return validate_bucket_name(name)
+
+
+class DelimiterArgs(TypedDict, total=False):
+    """Keyword arguments of a listing that stops at a delimiter (none: list everything)."""
+
+    Delimiter: str
 
 
 def _owns_bucket(conn: Connection, bucket: str) -> bool | None:
@@ -169,7 +175,13 @@ def _configure_new_bucket(conn: Connection, bucket: str) -> None:
 
 
 def list_remote(
-    conn: Connection, bucket: str, prefix: str, *, missing_ok: bool = False
+    conn: Connection,
+    bucket: str,
+    prefix: str,
+    *,
+    missing_ok: bool = False,
+    under: str = "",
+    delimiter: str | None = None,
 ) -> Iterator[RemoteObject]:
     """Every object under PREFIX/, from one paginated ListObjectsV2 pass, in key order.
 
@@ -178,19 +190,27 @@ def list_remote(
     list in another order, and a plan made from it would take existing files for new
     ones: there the whole listing is read and put in order first (`_sorted_by_key`),
     before anything acts on it. With `missing_ok` a bucket that does not exist yet
-    lists as empty (a dry run).
+    lists as empty (a dry run). `under` lists only the keys PREFIX/UNDER... (part of
+    a backup); `delimiter` leaves out the keys below the next one after that.
     """
     if missing_ok and not _bucket_exists(conn, bucket):
         return
-    listing = _listing(conn, bucket, prefix)
-    yield from listing if conn.on_aws else _sorted_by_key(listing, f"s3://{bucket}/{prefix}/")
+    listing = _listing(conn, bucket, prefix, under, delimiter)
+    where = f"s3://{bucket}/{prefix}/{under}"
+    yield from listing if conn.on_aws else _sorted_by_key(listing, where)
 
 
-def _listing(conn: Connection, bucket: str, prefix: str) -> Iterator[RemoteObject]:
-    """The objects under PREFIX/ in the order the server lists them."""
+def _listing(
+    conn: Connection, bucket: str, prefix: str, under: str = "", delimiter: str | None = None
+) -> Iterator[RemoteObject]:
+    """The objects under PREFIX/UNDER in the order the server lists them."""
     paginator = conn.client.get_paginator("list_objects_v2")
+    options: DelimiterArgs = {"Delimiter": delimiter} if delimiter else {}
     with fatal_errors("ListObjectsV2", bucket, prefix):
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix + "/", **conn.owner_args()):
+        pages = paginator.paginate(
+            Bucket=bucket, Prefix=f"{prefix}/{under}", **options, **conn.owner_args()
+        )
+        for page in pages:
             for item in page.get("Contents", []):
                 yield RemoteObject(
                     item["Key"][len(prefix) + 1 :],
@@ -283,12 +303,19 @@ def bucket_versioning(conn: Connection, bucket: str) -> str:
     return status.get("Status") or "Off"
 
 
-def iter_versions(conn: Connection, bucket: str, prefix: str) -> Iterator[ObjectVersion]:
-    """Every version and delete marker under PREFIX/ (ListObjectVersions pages)."""
+def iter_versions(
+    conn: Connection, bucket: str, prefix: str, *, under: str = "", delimiter: str | None = None
+) -> Iterator[ObjectVersion]:
+    """Every version and delete marker under PREFIX/ (ListObjectVersions pages); with
+    `under` and `delimiter`, of part of the backup, as in `list_remote`."""
     paginator = conn.client.get_paginator("list_object_versions")
     start = len(prefix) + 1
+    options: DelimiterArgs = {"Delimiter": delimiter} if delimiter else {}
     with fatal_errors("ListObjectVersions", bucket):
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix + "/", **conn.owner_args()):
+        pages = paginator.paginate(
+            Bucket=bucket, Prefix=f"{prefix}/{under}", **options, **conn.owner_args()
+        )
+        for page in pages:
             for item in page.get("Versions", []):
                 yield ObjectVersion(
                     item["Key"][start:],

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
-from ass3 import history, remote
+from ass3 import history, selected
 from ass3.connection import Connection
 from ass3.download import restore_step
 from ass3.executor import Counted, execute
@@ -39,11 +39,12 @@ from ass3.names import (
     restore_prefix,
     unsafe_key_reason,
 )
+from ass3.partial import Selection
 from ass3.plan import deletion_refusal, plan_transfers, sort_local_only
 from ass3.progress import Progress
 from ass3.remote import bucket_versioning
 from ass3.scan import ScanReport, scan_tree
-from ass3.timeline import choose_run, objects_of_run, old_run_refusal
+from ass3.timeline import choose_run, old_run_refusal
 from ass3.tree import Tree
 from ass3.treeio import TreeRestore
 from ass3.treeplan import TreeOptions
@@ -51,12 +52,13 @@ from ass3.treeplan import TreeOptions
 log = logging.getLogger("ass3")
 
 
-def _local_files(root: str) -> Iterator[LocalFile]:
+def _local_files(root: str, selection: Selection) -> Iterator[LocalFile]:
     """What already stands below the restore root, temporaries included (see
-    `sort_local_only`); symlinks are skipped, never followed."""
+    `sort_local_only`); symlinks are skipped, never followed. Only what the selection
+    takes is walked, so nothing else can be planned, let alone deleted."""
     if not os.path.isdir(root):  # a dry run into a folder that is not there yet
         return
-    yield from scan_tree(root, ScanReport())
+    yield from scan_tree(root, ScanReport(), filters=selection.walk_filter())
 
 
 def _restorable(objects: Iterable[RemoteObject], summary: Summary) -> Iterator[RemoteObject]:
@@ -78,11 +80,14 @@ def _restore_source(
     run_id: str | None,
     as_of: datetime | None,
     summary: Summary,
+    selection: Selection,
 ) -> tuple[Iterator[RemoteObject], Tree | None]:
     """The objects to restore: the current ones, a recorded run's, or those as of a
-    time; and the tree to restore with them: the newest record's, the run's, or none."""
+    time, of them those the selection takes (`selected`: only the named paths are
+    listed); and the tree to restore with them: the newest record's, the run's, or none."""
     if run_id is None and as_of is None:
-        return remote.list_remote(conn, bucket, prefix), history.latest_tree(conn, bucket, prefix)
+        objects = selected.current_objects(conn, bucket, prefix, selection, summary)
+        return objects, history.latest_tree(conn, bucket, prefix)
     # --run names its record itself: a bad one is its own one-line error, not a warning.
     run_ids = history.list_run_ids(conn, bucket, prefix, warn=run_id is None)
     versioning = bucket_versioning(conn, bucket)
@@ -93,7 +98,7 @@ def _restore_source(
             f"object versions as of {as_of:%Y-%m-%d %H:%M:%S %Z} (no run records: "
             "chosen by LastModified, one-second resolution)"
         )
-        return iter(history.versions_as_of(conn, bucket, prefix, as_of)), None
+        return iter(selected.versions_as_of(conn, bucket, prefix, as_of, selection, summary)), None
     if run_id is None:  # chosen by time: a bad record gives way to the newest good one before
         record = history.record_as_of(conn, bucket, prefix, run_ids, chosen)
         chosen = record.run_id
@@ -107,7 +112,7 @@ def _restore_source(
     summary.method = (
         f"run {chosen} ({record.time.astimezone():%Y-%m-%d %H:%M:%S %Z}), from its run record"
     )
-    return objects_of_run(prefix, record), record.tree
+    return selected.recorded_objects(prefix, record, selection, summary), record.tree
 
 
 def _remove_leftovers(
@@ -177,6 +182,7 @@ def restore(
     tree_options: TreeOptions | None = None,
     progress: Progress | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    selection: Selection | None = None,
 ) -> Summary:
     """Download backup NAME into DESTINATION/NAME, verifying every file, and the tree
     its run record holds: folders, symlinks, hard links, owners (see `TreeRestore`).
@@ -184,7 +190,8 @@ def restore(
     By default the current objects; `run_id` or `as_of` restore the tree as a
     recorded run saw it, each file fetched by its version. With `delete`, local
     files the tree does not have are removed (guarded like backup's deletions).
-    `dry_run` reports what would happen and writes nothing.
+    `dry_run` reports what would happen and writes nothing. A `selection` (PATH...,
+    --include, --exclude) limits all of it, --delete included, to part of the backup.
 
     DESTINATION is the user's choice and may be, or pass through, a symlink (`--dest
     /data` where /data links to a mounted disk). DESTINATION/NAME must be a real
@@ -201,13 +208,16 @@ def restore(
     root = os.path.join(destination, prefix)
     _refuse_unsafe_root(root)  # at once, before any request
     summary = Summary("would download" if dry_run else "downloaded")
+    selection = selection or Selection()
     with conn.counting(summary.requests):
-        source, tree = _restore_source(conn, bucket, prefix, run_id, as_of, summary)
+        source, tree = _restore_source(conn, bucket, prefix, run_id, as_of, summary, selection)
+        if tree is not None and not selection.everything:
+            tree = tree.only(selection.selects)
         objects = _first_or_explain(conn, bucket, prefix, source, summary.method, tree)
         with _opened_root(destination, prefix, dry_run=dry_run) as root_fd:
             extras: list[Step] = []
             leftovers: list[Step] = []
-            local_files = Counted(_local_files(root))
+            local_files = Counted(_local_files(root, selection))
             restorable = Counted(_restorable(objects, summary))
             placements = Placements()
             work = TreeRestore(

@@ -138,6 +138,21 @@ class Tree:
         text = json.dumps(self.to_document(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("ascii")).hexdigest()
 
+    def only(self, selects: Callable[[str], bool]) -> Tree:
+        """The part of the tree a partial restore gives back: the folders, symlinks,
+        owners, hard links and xattrs of the entries `selects` takes (a hard link whose
+        other members are not taken becomes a plain file)."""
+        groups = (tuple(rel for rel in group if selects(rel)) for group in self.hardlinks)
+        return Tree(
+            self.owners,
+            self.root,
+            tuple(folder for folder in self.folders if selects(folder.rel)),
+            tuple(link for link in self.symlinks if selects(link.rel)),
+            tuple(item for item in self.file_owners if selects(item[0])),
+            tuple(group for group in groups if len(group) > 1),
+            None if self.xattrs is None else tuple(i for i in self.xattrs if selects(i[0])),
+        )
+
     def restricted_to(self, files: Iterable[str]) -> Tree:
         """The tree as a record holding only `files` may name it: owners, hard links and
         xattrs of files the record lacks (an upload that failed) are left out."""
