@@ -12,12 +12,13 @@ import json
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from helpers import make_tree, read_tree, run_script
+from helpers import PROJECT, make_tree, read_tree, run_script
 from servers import Endpoint, require_s3rver, running_s3rver, script_env_for
 
 from s3common import run_time
@@ -345,3 +346,50 @@ def test_a_server_that_dies_during_a_backup(tmp_path: Path, bucket: str) -> None
         f"ass3Backup: error: {unreachable}/{bucket}?versioning: is the URL right and the "
         "server up?",
     ]
+
+
+def test_output_closed_by_its_reader_is_not_a_crash(
+    tmp_path: Path, bucket: str, s3rver_endpoint: Endpoint
+) -> None:
+    """`ass3Restore.py NAME --runs | head -1`: the reader may be gone before the tool
+    writes. That is exit 141 (128 + SIGPIPE) and nothing on stderr, never an
+    'internal error' (70); a backup whose summary cannot be printed is still done."""
+    env = script_env_for(s3rver_endpoint)
+    make_tree(tmp_path / "data", {"a.txt": b"a", "sub/b.txt": b"b"})
+    backup = ("ass3Backup.py", "data", "--bucket", bucket, "-q")
+    assert run(*backup, env=env, cwd=tmp_path).returncode == 0
+
+    def into_closed_pipe(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            return subprocess.run(
+                [sys.executable, str(PROJECT / script), *args],
+                stdout=write_end,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                cwd=tmp_path,
+                timeout=120,
+                check=False,
+            )
+        finally:
+            os.close(write_end)
+
+    (tmp_path / "data" / "a.txt").write_bytes(b"A")
+    outcomes = [
+        into_closed_pipe("ass3Restore.py", "data", "--bucket", bucket, "--runs"),
+        into_closed_pipe("ass3Restore.py", "--list", "data", "--bucket", bucket),
+        into_closed_pipe("ass3Backup.py", "--list", "--bucket", bucket, "--json"),
+        into_closed_pipe("ass3Backup.py", "data", "--bucket", bucket, "--json"),
+    ]
+    assert [(result.returncode, result.stderr) for result in outcomes] == [
+        (141, ""),
+        (141, ""),
+        (141, ""),
+        (141, unversioned_run_warning(bucket) + "\n"),
+    ]
+    assert read_tree(tmp_path / "data") == {"a.txt": b"A", "sub/b.txt": b"b"}
+    restore = ("ass3Restore.py", "data", "--bucket", bucket, "--dest", "out", "-q")
+    assert run(*restore, env=env, cwd=tmp_path).returncode == 0
+    assert read_tree(tmp_path / "out" / "data") == read_tree(tmp_path / "data")
