@@ -12,7 +12,7 @@ import pytest
 from helpers import Hook
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
-from servers import s3rver_endpoint  # noqa: F401  (a fixture: s3rver, another S3 server)
+from servers import s3rver_endpoint, seaweedfs_endpoint  # noqa: F401  (fixtures: other S3 servers)
 
 import s3common
 from ass3 import connection
@@ -117,5 +117,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     about half a second. `pytest -m "not slow"` then runs the rules tested on literals."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        if {"s3", "conn", "moto_endpoint", "script_env", "s3rver_endpoint"} & fixtures:
+        servers = {"moto_endpoint", "s3rver_endpoint", "seaweedfs_endpoint"}
+        if {"s3", "conn", "script_env", *servers} & fixtures:
             item.add_marker(pytest.mark.slow)
