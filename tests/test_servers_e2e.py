@@ -13,6 +13,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -418,3 +419,31 @@ def test_output_closed_by_its_reader_is_not_a_crash(
     restore = ("ass3Restore.py", "data", "--bucket", bucket, "--dest", "out", "-q")
     assert run(*restore, env=env, cwd=tmp_path).returncode == 0
     assert read_tree(tmp_path / "out" / "data") == read_tree(tmp_path / "data")
+
+
+def test_a_chmod_alone_is_a_server_side_copy_without_asking_sts(
+    tmp_path: Path, bucket: str, s3rver_endpoint: Endpoint
+) -> None:
+    """A new mode with the same content rewrites the object's metadata by CopyObject.
+    The copy names its source's owner only on AWS: another server is never sent an STS
+    GetCallerIdentity to learn it."""
+    env = script_env_for(s3rver_endpoint)
+    data = make_tree(tmp_path / "data", {"script.sh": b"#!/bin/sh\n", "notes.txt": b"1234"})
+    backup = ("ass3Backup.py", "data", "--bucket", bucket, "--json")
+    summary(run(*backup, env=env, cwd=tmp_path))
+    time.sleep(1.1)  # a change is looked at once its ctime is a second past LastModified
+    (data / "script.sh").chmod(0o755)
+
+    changed = summary(run(*backup, env=env, cwd=tmp_path))
+    assert (changed["files"], changed["metadata_updated"]) == (0, 1)
+    assert changed["requests"] == {
+        "ListBuckets": 1,
+        "ListObjectsV2": 1,
+        "HeadObject": 1,  # the changed file's metadata, compared
+        "CopyObject": 1,
+        "GetBucketVersioning": 1,  # the run record
+        "PutObject": 1,
+    }
+    restore = ("ass3Restore.py", "data", "--bucket", bucket, "--dest", "out", "-q")
+    assert run(*restore, env=env, cwd=tmp_path).returncode == 0
+    assert stat.S_IMODE((tmp_path / "out" / "data" / "script.sh").stat().st_mode) == 0o755
