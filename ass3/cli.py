@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from types import FrameType
 from typing import Any, NoReturn
@@ -31,7 +31,15 @@ from ass3.connection import (
 from ass3.diff import diff
 from ass3.history import format_runs, runs
 from ass3.listings import format_listing, listing
-from ass3.model import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, Ass3Error, Summary, printable
+from ass3.model import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_OUTPUT_CLOSED,
+    Ass3Error,
+    Summary,
+    printable,
+)
 from ass3.names import validate_bucket_name
 from ass3.partial import Selection
 from ass3.plan import DEFAULT_MAX_DELETE
@@ -440,7 +448,8 @@ def run_main(program: str, args: argparse.Namespace, body: Callable[[], int]) ->
     """Run a script's body: log to stderr, turn errors into one line and an exit code.
 
     Ass3Error: its message and code (2). Ctrl-C: 130; SIGTERM or SIGHUP: 128 + the
-    signal's number, after the same clean-up as Ctrl-C. Any other exception is a bug:
+    signal's number, after the same clean-up as Ctrl-C. Stdout closed by its reader
+    (`| head`): EXIT_OUTPUT_CLOSED and nothing more. Any other exception is a bug:
     one line and EXIT_INTERNAL, never 1, which means "some files failed" (a bug in a
     worker thread reaches here too, through the step's future); --debug adds the
     traceback. With --json an error that stops the run is also a JSON document on stdout.
@@ -469,6 +478,14 @@ def run_main(program: str, args: argparse.Namespace, body: Callable[[], int]) ->
         else:
             code, message = EXIT_INTERRUPTED, "interrupted"
         log.error("%s: %s", program, message)
+    except BrokenPipeError:
+        # What the reader wanted it has; what is left to print, and Python's own flush
+        # of stdout at exit, go nowhere instead of failing again.
+        with suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return EXIT_OUTPUT_CLOSED
     except Exception as error:
         text = printable(" ".join(str(error).splitlines()))
         message = f"internal error: {type(error).__name__}: {text}".rstrip(": ")

@@ -353,7 +353,10 @@ class Connection:
         return {"ExpectedBucketOwner": account} if account else {}
 
     def source_owner_args(self) -> SourceOwnerArgs:
-        """ExpectedSourceBucketOwner, for a copy whose source is the tool's own bucket."""
+        """ExpectedSourceBucketOwner, for a copy whose source is the tool's own bucket;
+        like `owner_args`, never a reason to ask STS of another server."""
+        if not (self.on_aws or self._account_looked_up):
+            return {}
         account = self.account_id()
         return {"ExpectedSourceBucketOwner": account} if account else {}
 

@@ -26,6 +26,9 @@ EXIT_USAGE = 2
 # it is below 126, where shells and signals (128 + n) have their own meanings.
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130  # Ctrl-C; SIGTERM and SIGHUP give 128 + their number as well
+# The reader of stdout went away (`| head`): 128 + SIGPIPE, what a shell reports for a
+# command that signal stopped, and not a bug.
+EXIT_OUTPUT_CLOSED = 141
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

@@ -12,6 +12,7 @@ import pytest
 from helpers import Hook
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
+from servers import s3rver_endpoint, seaweedfs_endpoint  # noqa: F401  (fixtures: other S3 servers)
 
 import s3common
 from ass3 import connection
@@ -112,8 +113,10 @@ def hook(monkeypatch: pytest.MonkeyPatch) -> Hook:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that needs a moto backend or server is slow: setting up moto alone takes
+    """A test that needs a moto backend or an S3 server is slow: setting up moto alone takes
     about half a second. `pytest -m "not slow"` then runs the rules tested on literals."""
     for item in items:
-        if {"s3", "conn", "moto_endpoint", "script_env"} & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        servers = {"moto_endpoint", "s3rver_endpoint", "seaweedfs_endpoint"}
+        if {"s3", "conn", "script_env", *servers} & fixtures:
             item.add_marker(pytest.mark.slow)
