@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                 xattrs=args.xattrs,
                 keep_days=args.keep_days,
                 progress=progress,
+                listener=s3common.listener_for(args),
             )
         kept = not any(name == "--keep-days" for name, _ in summary.warnings)
         if args.keep_days and kept and not (args.dry_run or args.quiet or args.json):

@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                     xattrs=args.xattrs,
                 ),
                 progress=progress,
+                listener=s3common.listener_for(args),
                 selection=selection,
             )
         name = args.name.strip("/")

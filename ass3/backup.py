@@ -22,6 +22,7 @@ from ass3.connection import Connection
 from ass3.executor import Counted, execute
 from ass3.model import (
     Ass3Error,
+    EventListener,
     LocalFile,
     Outcome,
     RecordEntry,
@@ -61,6 +62,7 @@ def backup(
     cache_path: str | None = None,
     progress: Progress | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    listener: EventListener | None = None,
 ) -> Summary:
     """Upload every new or changed regular file under `directory` to s3://bucket/prefix/.
 
@@ -80,6 +82,8 @@ def backup(
     root = scan.check_directory(directory)
     filters = scan.Filters.for_backup(root, rules)
     run = _BackupRun(conn, root, bucket, prefix, filters, dry_run=dry_run, on_outcome=on_outcome)
+    run.summary.listener = listener
+    run.summary.emit("start", action="backup", source=root, bucket=bucket, prefix=prefix)
     cache_file = cache_path or default_cache_path()
     with conn.counting(run.summary.requests), run.record:
         if not dry_run:
@@ -97,17 +101,23 @@ def backup(
                     progress=progress,
                 )
                 run.report_scan()
+                if delete and extras and progress:
+                    progress.phase("deleting")
                 deleted = (
                     run.delete(extras, max_delete=max_delete, force=force) if delete else set()
                 )
                 run.keep_in_record(extras, deleted)
                 if run.changed_anything or run.tree_changed(cache):
+                    if progress:  # may list every version of the backup: minutes for many
+                        progress.phase("looking up versions, writing the run record")
                     history.record_run(
                         conn, bucket, prefix, root, run.summary, run.record, run.tree
                     )
                     if run.summary.run_id and run.tree is not None:
                         cache.remember_tree(run.tree.digest)
             if keep_days and not dry_run:
+                if progress:
+                    progress.phase("setting the retention rule")
                 _keep_versions(conn, bucket, prefix, keep_days, run.summary)
             markers.finished(uploads_left=run.uploads_may_be_left)
     run.summary.seconds = time.monotonic() - started
@@ -192,6 +202,7 @@ class _BackupRun:
         self.local_files = Counted(walk)
         self.remote = Counted(self._remote_objects())
         if progress:
+            progress.phase(f"to s3://{self.bucket}/{self.prefix}/")
             progress.count_ahead(
                 scan.scan_tree(
                     self.root,
@@ -279,6 +290,7 @@ class _BackupRun:
         for step in extras:
             if isinstance(step.target, RemoteObject) and step.target.key in deleted:
                 log.info("%s %s (gone from the source)", verb, printable(step.rel))
+                self.summary.emit("file", path=step.rel, action=verb, reason="gone from the source")
         self.summary.deleted = len(deleted)
         return set() if self.dry_run else deleted
 

@@ -10,8 +10,10 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import sys
+import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -37,6 +39,7 @@ from ass3.model import (
     EXIT_OK,
     EXIT_OUTPUT_CLOSED,
     Ass3Error,
+    EventListener,
     Summary,
     printable,
 )
@@ -147,10 +150,17 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="on an internal error (a bug), print its full traceback, for a bug report",
     )
-    parser.add_argument(
+    machine = parser.add_mutually_exclusive_group()
+    machine.add_argument(
         "--json",
         action="store_true",
         help="print a JSON summary on stdout at the end, and nothing else on stdout",
+    )
+    machine.add_argument(
+        "--events",
+        action="store_true",
+        help="print one JSON object per line on stdout as the run goes (start, file, "
+        "failed, warning), then the --json summary as the last one (docs/usage.md)",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
@@ -374,6 +384,20 @@ def print_runs(args: argparse.Namespace, conn: Connection, bucket: str, name: st
     return EXIT_OK
 
 
+def listener_for(args: argparse.Namespace) -> EventListener | None:
+    """With --events, one JSON line per event on stdout, whole lines even from threads."""
+    if not args.events:
+        return None
+    lock = threading.Lock()
+
+    def print_event(event: dict[str, Any]) -> None:
+        line = json.dumps(event, ensure_ascii=False)
+        with lock:
+            print(line, flush=True)
+
+    return print_event
+
+
 def progress_for(args: argparse.Namespace, action: str) -> Progress:
     """Bars only for a person at a terminal: not with -q, --json, or stderr redirected."""
     enabled = sys.stderr.isatty() and not args.quiet and not args.json
@@ -384,10 +408,24 @@ def finish(args: argparse.Namespace, summary: Summary, line: str, **details: Any
     """Print the run's summary as the options ask, and give its exit code."""
     if args.json:
         document = {**details, **summary.to_dict(), "version": __version__}
+        if args.events:
+            document = {"event": "summary", **document}
         print(json.dumps(document, ensure_ascii=False))
     elif not args.quiet:
-        print(line)
+        print(fit_to_terminal(line))
     return summary.exit_code
+
+
+def fit_to_terminal(text: str) -> str:
+    """On a terminal, each line wrapped at its width between words, continued indented;
+    elsewhere (a log, a pipe, cron) one line each, for grep."""
+    if not sys.stdout.isatty():
+        return text
+    width = shutil.get_terminal_size().columns
+    return "\n".join(
+        textwrap.fill(line, width, subsequent_indent="  ", break_long_words=False)
+        for line in text.splitlines()
+    )
 
 
 class Interrupted(KeyboardInterrupt):
@@ -454,6 +492,10 @@ def run_main(program: str, args: argparse.Namespace, body: Callable[[], int]) ->
     worker thread reaches here too, through the step's future); --debug adds the
     traceback. With --json an error that stops the run is also a JSON document on stdout.
     """
+    if getattr(args, "events", False):
+        args.json = True  # every JSON document the run prints ends the stream of events
+    else:
+        args.events = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     if args.quiet:
@@ -500,5 +542,7 @@ def run_main(program: str, args: argparse.Namespace, body: Callable[[], int]) ->
         log.propagate = saved[1]
     if args.json:
         document = {"error": message, "exit_code": code, "version": __version__}
+        if args.events:
+            document = {"event": "error", **document}
         print(json.dumps(document, ensure_ascii=False))
     return code

@@ -117,11 +117,15 @@ def _record(
         summary.transferred += 1
         summary.transferred_bytes += result.size
         log.info("%s %s (%s)", summary.action, printable(result.rel), result.reason)
+        done = summary.action
     elif result.metadata_updated:
         summary.metadata_updated += 1
         log.info("updated the metadata of %s (%s)", printable(result.rel), result.reason)
+        done = "updated the metadata of"
     else:
         summary.unchanged += 1
+        done = "unchanged"
+    summary.emit("file", path=result.rel, action=done, reason=result.reason, bytes=result.size)
     if on_outcome:
         on_outcome(result)
 

@@ -167,19 +167,18 @@ def record_as_of(
     return record
 
 
-def latest_tree(conn: Connection, bucket: str, prefix: str) -> Tree | None:
-    """The tree the newest good run record holds, for a restore of the current objects;
-    None when there is no record, or none with a tree, or none S3 gives (said once: the
-    files are restored all the same, as they were before records held trees)."""
+def latest_record(conn: Connection, bucket: str, prefix: str) -> RunRecord | None:
+    """The newest good run record, for a restore of the current objects: the tree it
+    holds, and the totals to expect. None when there is none, or none S3 gives (said
+    once: the files are restored all the same, as before records held trees)."""
     run_ids = list_run_ids(conn, bucket, prefix)
     if not run_ids:
         return None
     try:
-        record = record_as_of(conn, bucket, prefix, run_ids, run_ids[-1])
+        return record_as_of(conn, bucket, prefix, run_ids, run_ids[-1])
     except Ass3Error as error:
         log.warning("warning: folders, symlinks and owners not restored: %s", error)
         return None
-    return record.tree
 
 
 def record_run(

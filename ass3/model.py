@@ -12,6 +12,7 @@ import os
 import re
 import stat
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypedDict
@@ -170,6 +171,10 @@ class Seen:
     etag: str
 
 
+# Told each event of a run as it happens (--events): {"event": "file", "path": ...}.
+EventListener = Callable[[dict[str, Any]], None]
+
+
 @dataclass
 class Summary:
     """What one run did, for the closing line and the exit code."""
@@ -190,6 +195,12 @@ class Summary:
     run_id: str | None = None  # the run record this run wrote
     method: str = ""  # how a restore chose its versions, said in the output
     seconds: float = 0.0
+    listener: EventListener | None = field(default=None, repr=False)
+
+    def emit(self, event: str, **fields: Any) -> None:
+        """Tell the listener, if any, what just happened (--events)."""
+        if self.listener:
+            self.listener({"event": event, **fields})
 
     @property
     def deleted_verb(self) -> str:
@@ -204,11 +215,13 @@ class Summary:
         """Count a file or object that failed and say so at once; the run goes on."""
         log.error("failed: %s: %s", printable(name), reason)
         self.failures.append((name, reason))
+        self.emit("failed", path=name, reason=reason)
 
     def warn(self, name: str, reason: str) -> None:
         """Count a file that was handled, but not cleanly, and say so at once."""
         log.warning("warning: %s: %s", printable(name), reason)
         self.warnings.append((name, reason))
+        self.emit("warning", path=name, reason=reason)
 
     def refuse_deletions(self, count: int, what: str, refusal: str | None) -> bool:
         """Report a deletion guard's refusal (the run then ends non-zero); True if refused."""

@@ -27,6 +27,7 @@ from ass3.files import Placements, open_root, remove_below
 from ass3.listings import list_backups
 from ass3.model import (
     Ass3Error,
+    EventListener,
     FileProblem,
     LocalFile,
     Outcome,
@@ -42,6 +43,7 @@ from ass3.names import (
 from ass3.partial import Selection
 from ass3.plan import deletion_refusal, plan_transfers, sort_local_only
 from ass3.progress import Progress
+from ass3.records import RunRecord
 from ass3.remote import bucket_versioning
 from ass3.scan import ScanReport, scan_tree
 from ass3.timeline import choose_run, old_run_refusal
@@ -81,13 +83,14 @@ def _restore_source(
     as_of: datetime | None,
     summary: Summary,
     selection: Selection,
-) -> tuple[Iterator[RemoteObject], Tree | None]:
+) -> tuple[Iterator[RemoteObject], RunRecord | None]:
     """The objects to restore: the current ones, a recorded run's, or those as of a
     time, of them those the selection takes (`selected`: only the named paths are
-    listed); and the tree to restore with them: the newest record's, the run's, or none."""
+    listed); and the record that goes with them, for its tree and its totals: the
+    newest one, the run's, or none."""
     if run_id is None and as_of is None:
         objects = selected.current_objects(conn, bucket, prefix, selection, summary)
-        return objects, history.latest_tree(conn, bucket, prefix)
+        return objects, history.latest_record(conn, bucket, prefix)
     # --run names its record itself: a bad one is its own one-line error, not a warning.
     run_ids = history.list_run_ids(conn, bucket, prefix, warn=run_id is None)
     versioning = bucket_versioning(conn, bucket)
@@ -112,7 +115,7 @@ def _restore_source(
     summary.method = (
         f"run {chosen} ({record.time.astimezone():%Y-%m-%d %H:%M:%S %Z}), from its run record"
     )
-    return selected.recorded_objects(prefix, record, selection, summary), record.tree
+    return selected.recorded_objects(prefix, record, selection, summary), record
 
 
 def _remove_leftovers(
@@ -164,6 +167,7 @@ def _delete_local_extras(
         else:
             verb = "would delete" if root_fd is None else "deleted"
             log.info("%s %s (not in the backup)", verb, printable(step.rel))
+            summary.emit("file", path=step.rel, action=verb, reason="not in the backup")
             summary.deleted += 1
 
 
@@ -182,6 +186,7 @@ def restore(
     tree_options: TreeOptions | None = None,
     progress: Progress | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    listener: EventListener | None = None,
     selection: Selection | None = None,
 ) -> Summary:
     """Download backup NAME into DESTINATION/NAME, verifying every file, and the tree
@@ -207,12 +212,21 @@ def restore(
         raise Ass3Error(f"{destination}: not a directory")
     root = os.path.join(destination, prefix)
     _refuse_unsafe_root(root)  # at once, before any request
-    summary = Summary("would download" if dry_run else "downloaded")
+    summary = Summary("would download" if dry_run else "downloaded", listener=listener)
+    summary.emit("start", action="restore", bucket=bucket, prefix=prefix, destination=root)
     selection = selection or Selection()
     with conn.counting(summary.requests):
-        source, tree = _restore_source(conn, bucket, prefix, run_id, as_of, summary, selection)
+        if progress:
+            progress.phase("reading the backup's run records")
+        source, record = _restore_source(conn, bucket, prefix, run_id, as_of, summary, selection)
+        tree = record.tree if record else None
         if tree is not None and not selection.everything:
             tree = tree.only(selection.selects)
+        if progress:
+            progress.phase("")
+            if record:  # the totals, from the first second (the listing may add a few)
+                files = [entry for entry in record.files if selection.selects(entry.rel)]
+                progress.expect(len(files), sum(entry.size for entry in files))
         objects = _first_or_explain(conn, bucket, prefix, source, summary.method, tree)
         with _opened_root(destination, prefix, dry_run=dry_run) as root_fd:
             extras: list[Step] = []
@@ -246,6 +260,8 @@ def restore(
 
             steps = plan_transfers(restorable, local_files)
             download(work.steps(sort_local_only(steps, extras, leftovers)))
+            if progress:
+                progress.phase("linking, and setting folders, owners and times")
             work.link(download)
             _remove_leftovers(summary, leftovers, root, root_fd)
             if delete:

@@ -611,7 +611,8 @@ def test_progress_bar_on_a_terminal(
             os.close(slave)
         os.close(master)
     assert process.returncode == 0, terminal
-    assert b"backup: files" in terminal and b"%|" in terminal
+    assert b"backup files:" in terminal and b"backup bytes:" in terminal and b"%|" in terminal
+    assert b"/300 " in terminal  # the files' total, counted ahead
     assert b"uploaded 300 files" in stdout
 
 

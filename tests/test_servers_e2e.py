@@ -230,7 +230,7 @@ def test_history_of_an_overwritten_file(
         if unversioned:
             assert (result.returncode, result.stderr) == (
                 2,
-                f"ass3Restore: error: versioning is off on s3://{bucket}: files overwritten "
+                f"ass3Restore.py: error: versioning is off on s3://{bucket}: files overwritten "
                 f"since run {first} are gone, so only the latest run can be restored\n",
             )
             assert json.loads(result.stdout)["exit_code"] == 2
@@ -291,7 +291,7 @@ def test_delete_keep_days_list_and_dry_runs(
     assert (unknown.returncode, unknown.stdout, unknown.stderr) == (
         2,
         "",
-        f"ass3Restore: error: no backup named 'nope' in s3://{bucket}; backups there: data\n",
+        f"ass3Restore.py: error: no backup named 'nope' in s3://{bucket}; backups there: data\n",
     )
 
 
@@ -369,7 +369,7 @@ def test_a_server_that_dies_during_a_backup(tmp_path: Path, bucket: str) -> None
         "the server up?",
         f"failed: z_after.txt: {unreachable}/{bucket}/data/z_after.txt: is the URL right and "
         "the server up?",
-        f"ass3Backup: error: {unreachable}/{bucket}?versioning: is the URL right and the "
+        f"ass3Backup.py: error: {unreachable}/{bucket}?versioning: is the URL right and the "
         "server up?",
     ]
 
