@@ -9,6 +9,7 @@ from typing import Any
 
 import boto3
 import pytest
+from hypothesis import HealthCheck, settings
 from helpers import Hook
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
@@ -16,6 +17,13 @@ from servers import s3rver_endpoint, seaweedfs_endpoint  # noqa: F401  (fixtures
 
 import s3common
 from ass3 import connection
+
+# The machine running the tests may be busy (CI on two shared cores): a slow example is
+# not a failure. Hypothesis's 200 ms deadline would make the suite flaky there.
+settings.register_profile(
+    "shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("shared-machine")
 
 # Small enough that a test file of a few MiB goes multipart (S3's minimum part is 5 MiB).
 TEST_PART_SIZE = 5 * s3common.MiB
