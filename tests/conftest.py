@@ -9,8 +9,8 @@ from typing import Any
 
 import boto3
 import pytest
-from hypothesis import HealthCheck, settings
 from helpers import Hook
+from hypothesis import HealthCheck, settings
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 from servers import s3rver_endpoint, seaweedfs_endpoint  # noqa: F401  (fixtures: other S3 servers)
