@@ -110,7 +110,7 @@ class Copier:
         """Pass the steps on, keeping aside in `deferred` the files that may only be
         copied from an unpinned source: they run after the rest (see `settle`)."""
         for step in steps:
-            if self.candidate(step) and self._loaded().unpinned(step.source.size):  # type: ignore[union-attr]
+            if self.candidate(step) and self._loaded().unpinned(_size(step)):
                 deferred.append(step)
             else:
                 yield step
@@ -230,3 +230,7 @@ class Copier:
             printable(source),
             code,
         )
+
+
+def _size(step: Step) -> int:
+    return step.source.size if step.source is not None else 0
