@@ -4,6 +4,7 @@ sent; a source that is no longer as recorded, or a record that lies, means an up
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import os
@@ -77,9 +78,17 @@ def test_a_renamed_folder_is_copied_server_side_and_its_old_keys_deleted(
     summary = back_up(conn, root, bucket, delete=True, force=True)  # 10 of 12 go
     assert (summary.copied, summary.transferred, summary.transferred_bytes) == (10, 0, 0)
     assert summary.deleted == 10
-    assert calls["CopyObject"] == 10
-    assert calls["PutObject"] == 1  # the run record alone
-    assert calls["GetObject"] == 1  # the previous record, read once for renames and versions
+    # As many requests as the uploads cost: the previous record is read once, for the
+    # renames and then for the versions of the files left alone.
+    assert calls == {
+        "ListBuckets": 1,
+        "ListObjectsV2": 2,  # the backup, then its runs
+        "GetObject": 1,
+        "CopyObject": 10,
+        "DeleteObjects": 1,
+        "GetBucketVersioning": 1,
+        "PutObject": 1,  # the run record alone
+    }
     assert summary.read_bytes == sum(len(data) for data in PHOTOS.values())  # hashed, once
     assert f"copied 10, unchanged {len(OTHER)}" in summary.line()
     assert summary.to_dict()["copied"] == 10
@@ -88,6 +97,10 @@ def test_a_renamed_folder_is_copied_server_side_and_its_old_keys_deleted(
     head = s3.head_object(Bucket=bucket, Key=key)
     mtime = (root / "photos/2026-summer/img03.jpg").stat().st_mtime_ns
     assert head["Metadata"]["mtime"] == str(mtime)
+    # The run record names the version each copy made.
+    record = newest_record(s3, bucket)
+    line = next(line for line in record["files"] if line[0] == "photos/2026-summer/img03.jpg")
+    assert line[4] == head["VersionId"]
     assert restored(conn, bucket, tmp_path / "now") == after
     assert restored(conn, bucket, tmp_path / "then", run_id=first) == before
     # The next run finds nothing to do: the copies are in the state cache.
@@ -145,8 +158,34 @@ def test_a_run_without_new_files_reads_no_record(
     calls = count_calls(conn.client)
     summary = back_up(conn, root, bucket, delete=True)
     assert summary.deleted == 1
-    assert "CopyObject" not in calls
-    assert calls["GetObject"] == 1  # the previous record, for versions, as before
+    assert calls == {  # as before renames: the previous record is read for versions only
+        "ListBuckets": 1,
+        "ListObjectsV2": 2,
+        "DeleteObjects": 1,
+        "GetBucketVersioning": 1,
+        "GetObject": 1,
+        "PutObject": 1,
+    }
+
+
+@pytest.mark.slow
+def test_on_an_unversioned_bucket_a_run_without_new_files_reads_no_record(
+    conn: Connection, s3: Any, bucket: str, tmp_path: Path
+) -> None:
+    unversioned(s3, bucket)
+    root = tmp_path / "src"
+    set_tree(root, {**PHOTOS, **OTHER})
+    back_up(conn, root, bucket)
+    (root / "notes.txt").unlink()
+    calls = count_calls(conn.client)
+    back_up(conn, root, bucket, delete=True)
+    assert calls == {
+        "ListBuckets": 1,
+        "ListObjectsV2": 1,
+        "DeleteObjects": 1,
+        "GetBucketVersioning": 1,
+        "PutObject": 1,
+    }
 
 
 @pytest.mark.slow
@@ -289,11 +328,21 @@ def test_an_unversioned_source_deleted_behind_the_tools_back_is_uploaded_instead
     assert restored(conn, bucket, tmp_path / "out") == {"b": b"A" * 100, "keep": b"k"}
 
 
+def newest_record_key(s3: Any, bucket: str) -> str:
+    runs = s3.list_objects_v2(Bucket=bucket, Prefix=".ass3/runs/data/")["Contents"]
+    return sorted(item["Key"] for item in runs)[-1]
+
+
+def newest_record(s3: Any, bucket: str) -> Any:
+    """The newest run record of backup "data", as JSON."""
+    body = s3.get_object(Bucket=bucket, Key=newest_record_key(s3, bucket))["Body"].read()
+    return json.loads(gzip.decompress(body))
+
+
 def plant_record(s3: Any, bucket: str, change: Any) -> None:
     """Rewrite the newest run record of backup "data" with `change(document)`."""
-    runs = s3.list_objects_v2(Bucket=bucket, Prefix=".ass3/runs/data/")["Contents"]
-    key = sorted(item["Key"] for item in runs)[-1]
-    document = json.loads(gzip.decompress(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+    key = newest_record_key(s3, bucket)
+    document = newest_record(s3, bucket)
     change(document)
     s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(json.dumps(document).encode()))
 
@@ -304,22 +353,22 @@ def test_a_record_naming_another_keys_version_for_this_content_is_not_trusted(
 ) -> None:
     root = tmp_path / "src"
     secret, public = b"S" * 100, b"P" * 100
-    set_tree(root, {"secret": secret, "public": public})
+    set_tree(root, {"secret": secret})
     back_up(conn, root, bucket)
-    public_md5 = s3.head_object(Bucket=bucket, Key="data/public")["ETag"].strip('"')
+    public_md5 = hashlib.md5(public).hexdigest()
 
     def lie(document: dict[str, Any]) -> None:
         # "secret"'s version is said to hold public's content, ETag and all.
-        for line in document["files"]:
-            if line[0] == "secret":
-                line[2] = line[3] = public_md5
+        document["files"][0][2] = document["files"][0][3] = public_md5
 
     plant_record(s3, bucket, lie)
     make_tree(root, {"copy-of-public": public})
+    calls = count_calls(conn.client)
     summary = back_up(conn, root, bucket)
+    # S3 would refuse the copy (CopySourceIfMatch); moto makes it, and its ETag tells.
+    assert (summary.copied, summary.transferred, calls["CopyObject"]) == (0, 1, 1)
     assert s3.get_object(Bucket=bucket, Key="data/copy-of-public")["Body"].read() == public
-    assert restored(conn, bucket, tmp_path / "out")["copy-of-public"] == public
-    assert summary.copied + summary.transferred == 1
+    assert restored(conn, bucket, tmp_path / "out") == {"secret": secret, "copy-of-public": public}
 
 
 @pytest.mark.slow
