@@ -215,13 +215,14 @@ class _BackupRun:
         )
         extras: list[Step] = []
         deferred: list[Step] = []  # copies that must wait for the rest (see `Copier.split`)
-        for batch in (self.copier.split(split_extras(steps, extras), deferred), deferred):
-            if batch is deferred:
-                self.copier.settle(deferred)
-            execute(
-                self.conn, batch, self._step, self.summary, self._finished, self._failed, progress
-            )
+        self._execute(self.copier.split(split_extras(steps, extras), deferred), progress)
+        if deferred:
+            self.copier.settle(deferred)
+            self._execute(deferred, progress)
         return extras
+
+    def _execute(self, steps: Iterable[Step], progress: Progress | None) -> None:
+        execute(self.conn, steps, self._step, self.summary, self._finished, self._failed, progress)
 
     def _remote_objects(self) -> Iterator[RemoteObject]:
         """The backup's objects; those the filters leave out stay, untouched, in the record."""
