@@ -429,3 +429,18 @@ def test_a_store_that_refuses_copies_gets_uploads_for_the_rest_of_the_run(
     assert (summary.copied, summary.transferred) == (0, 10)
     assert caplog.text.count("refused a server-side copy") == 1
     assert restored(conn, bucket, tmp_path / "out") == read_tree(root)
+
+
+@pytest.mark.slow
+def test_with_sse_kms_nothing_is_copied_since_no_etag_proves_content(
+    s3: Any, bucket: str, tmp_path: Path
+) -> None:
+    conn = Connection(storage=s3common.StorageOptions(sse="aws:kms"))
+    root = tmp_path / "src"
+    set_tree(root, {"a": b"A" * 100})
+    back_up(conn, root, bucket)
+    os.rename(root / "a", root / "b")
+    calls = count_calls(conn.client)
+    summary = back_up(conn, root, bucket)
+    # moto's ETags are MD5s even here; S3's SSE-KMS ETags are not, so none is trusted.
+    assert (summary.copied, summary.transferred, calls["CopyObject"]) == (0, 1, 0)
