@@ -256,7 +256,7 @@ class _BackupRun:
 
     def _failed(self, step: Step) -> None:
         """A file that failed keeps its previous object, which the record names."""
-        self.copier.wrote(step.rel)  # or not quite: no copy trusts that key this run
+        self.copier.wrote(step.rel)  # perhaps written: no unpinned copy comes from it
         if isinstance(step.target, RemoteObject):
             self.record.append(_entry_of(step.target))
         if isinstance(step.source, LocalFile) and self.conn.part_size_for(step.source.size):

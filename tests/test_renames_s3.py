@@ -148,7 +148,7 @@ def test_a_rename_says_renamed_and_a_dry_run_says_would_copy(
 
 
 @pytest.mark.slow
-def test_a_run_without_new_files_reads_no_record(
+def test_a_run_without_new_files_costs_the_requests_it_did(
     conn: Connection, s3: Any, bucket: str, tmp_path: Path
 ) -> None:
     root = tmp_path / "src"
