@@ -13,6 +13,8 @@ flows through a run. Lower modules never import higher ones.
                  the pure rules for which records to trust
     timeline     pure rules for using them: which run or versions stood at a time,
                  whether a restore may use them, what a new record names
+    renames      pure: which recorded object a new file may be copied from instead
+                 of uploaded (a rename or a copy inside the tree)
     settings     transfer settings: options over the profile's aws s3 settings
     partial      pure: part of a backup (PATH..., --include/--exclude) for a
                  restore, --check or --diff, judged on relative paths
@@ -39,6 +41,8 @@ flows through a run. Lower modules never import higher ones.
                  the state --check and --diff compare against
     progress     progress bars on a terminal
     executor     the thread pool that runs planned steps and tallies outcomes
+    copying      renames and copies as server-side copies: the previous record read
+                 once, copies made and checked, deferred where a bucket is unversioned
     upload       one file of a backup;  backup    the whole backup run
     download     one file of a restore; restore   the whole restore run
     verdicts     pure: what --check and --diff find (missing, changed, corrupt;

@@ -19,6 +19,7 @@ from s3transfer.manager import TransferManager
 from ass3 import history, scan
 from ass3.cache import RunMarkers, StateCache, cache_scope, default_cache_path
 from ass3.connection import Connection
+from ass3.copying import Copier
 from ass3.executor import Counted, execute
 from ass3.model import (
     Ass3Error,
@@ -111,7 +112,14 @@ def backup(
                     if progress:  # may list every version of the backup: minutes for many
                         progress.phase("looking up versions, writing the run record")
                     history.record_run(
-                        conn, bucket, prefix, root, run.summary, run.record, run.tree
+                        conn,
+                        bucket,
+                        prefix,
+                        root,
+                        run.summary,
+                        run.record,
+                        run.tree,
+                        run.previous,
                     )
                     if run.summary.run_id and run.tree is not None:
                         cache.remember_tree(run.tree.digest)
@@ -163,6 +171,8 @@ class _BackupRun:
         self.remote: Counted[RemoteObject] = Counted(())
         self.recorder: TreeRecorder | None = None
         self._tree: Tree | None = None
+        self.previous = history.PreviousRecord(conn, bucket, prefix)  # read once, if needed
+        self.copier = Copier(conn, bucket, prefix, root, self.previous)
         # A big file failed: s3transfer aborts its upload, but that request may have
         # failed too (a lost connection fails both), so the next run looks.
         self.uploads_may_be_left = False
@@ -215,16 +225,15 @@ class _BackupRun:
             self.local_files, self.remote, known_unchanged=None if checksum else cache.cached_md5
         )
         extras: list[Step] = []
-        execute(
-            self.conn,
-            split_extras(steps, extras),
-            self._step,
-            self.summary,
-            self._finished,
-            self._failed,
-            progress,
-        )
+        deferred: list[Step] = []  # copies that must wait for the rest (see `Copier.split`)
+        self._execute(self.copier.split(split_extras(steps, extras), deferred), progress)
+        if deferred:
+            self.copier.settle(deferred)
+            self._execute(deferred, progress)
         return extras
+
+    def _execute(self, steps: Iterable[Step], progress: Progress | None) -> None:
+        execute(self.conn, steps, self._step, self.summary, self._finished, self._failed, progress)
 
     def _remote_objects(self) -> Iterator[RemoteObject]:
         """The backup's objects; those the filters leave out stay, untouched, in the record."""
@@ -237,10 +246,18 @@ class _BackupRun:
 
     def _step(self, step: Step, transfers: TransferManager) -> Outcome:
         return backup_step(
-            self.conn, transfers, self.bucket, self.prefix, step, dry_run=self.dry_run
+            self.conn,
+            transfers,
+            self.bucket,
+            self.prefix,
+            step,
+            dry_run=self.dry_run,
+            copier=self.copier,
         )
 
     def _finished(self, outcome: Outcome) -> None:
+        if outcome.transferred or outcome.copied_from is not None or outcome.metadata_updated:
+            self.copier.wrote(outcome.rel)
         if outcome.seen is not None and self.cache is not None:
             self.cache.remember(outcome.seen)
         if outcome.entry is not None:
@@ -250,6 +267,7 @@ class _BackupRun:
 
     def _failed(self, step: Step) -> None:
         """A file that failed keeps its previous object, which the record names."""
+        self.copier.wrote(step.rel)  # perhaps written: no unpinned copy comes from it
         if isinstance(step.target, RemoteObject):
             self.record.append(_entry_of(step.target))
         if isinstance(step.source, LocalFile) and self.conn.part_size_for(step.source.size):
@@ -329,7 +347,7 @@ class _BackupRun:
         """Whether this run needs a run record of its own: a dry run never does."""
         summary = self.summary
         return not self.dry_run and bool(
-            summary.transferred or summary.deleted or summary.metadata_updated
+            summary.transferred or summary.copied or summary.deleted or summary.metadata_updated
         )
 
 

@@ -113,7 +113,10 @@ def _record(
     summary.read_bytes += result.read_bytes
     if result.warning:
         summary.warn(result.rel, result.warning)
-    if result.transferred:
+    if result.copied_from is not None:
+        summary.copied += 1
+        log.info("%s %s (%s)", summary.copied_verb, printable(result.rel), result.reason)
+    elif result.transferred:
         summary.transferred += 1
         summary.transferred_bytes += result.size
         log.info("%s %s (%s)", summary.action, printable(result.rel), result.reason)

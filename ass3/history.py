@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import threading
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -189,17 +190,19 @@ def record_run(
     summary: Summary,
     entries: Iterable[RecordEntry],
     tree: Tree | None = None,
+    previous: PreviousRecord | None = None,
 ) -> None:
     """Write the run record: every file of the backup and the version holding it, and
     the tree walked (as far as it concerns those files; its digest, of the whole
     tree walked, goes into the record object's metadata for `latest_tree_digest`).
 
     Written last, after all the data it points to. Versions of files this run did
-    not upload come from the previous record (same ETag), else from one
-    ListObjectVersions pass.
+    not upload come from the previous record (same ETag; `previous` when the run
+    has read it already), else from one ListObjectVersions pass.
     """
     versioned = _versioning_for_record(conn, bucket)
-    known = _previous_versions(conn, bucket, prefix) if versioned else {}
+    previous = previous or PreviousRecord(conn, bucket, prefix)
+    known = _previous_versions(previous) if versioned else {}
     if versioned and versions_missing(entries, known):  # a second pass over the spool
         known.update(_current_versions(conn, bucket, prefix))
     files = record_files(entries, known, versioned=versioned)
@@ -267,15 +270,37 @@ def _versioning_for_record(conn: Connection, bucket: str) -> bool:
 _PREVIOUS_TRIED = 3
 
 
-def _previous_versions(conn: Connection, bucket: str, prefix: str) -> KnownVersions:
-    """The versions the newest good run record names (bad ones skipped with a warning);
-    none if there is none or S3 cannot give it: ListObjectVersions fills in."""
-    run_ids = list_run_ids(conn, bucket, prefix)
-    try:
-        newest_first = list(reversed(run_ids))[:_PREVIOUS_TRIED]
-        record = _newest_good_record(conn, bucket, prefix, newest_first)
-    except Ass3Error:
-        return {}
+class PreviousRecord:
+    """The newest good run record of a backup (bad ones skipped with a warning), read
+    at most once a run: a backup with new files reads it before its transfers, for
+    renames, and the same answer then gives the versions of the files it left alone."""
+
+    def __init__(self, conn: Connection, bucket: str, prefix: str) -> None:
+        self._conn, self._bucket, self._prefix = conn, bucket, prefix
+        self._lock = threading.Lock()
+        self._read = False
+        self._record: RunRecord | None = None
+
+    def get(self) -> RunRecord | None:
+        """The record, or None if there is none or S3 cannot give it. Ass3Error when the
+        runs cannot be listed, which is not remembered: a later call lists again."""
+        with self._lock:
+            if not self._read:
+                conn, bucket, prefix = self._conn, self._bucket, self._prefix
+                run_ids = list_run_ids(conn, bucket, prefix)
+                try:
+                    newest_first = list(reversed(run_ids))[:_PREVIOUS_TRIED]
+                    self._record = _newest_good_record(conn, bucket, prefix, newest_first)
+                except Ass3Error:
+                    self._record = None
+                self._read = True
+            return self._record
+
+
+def _previous_versions(previous: PreviousRecord) -> KnownVersions:
+    """The versions the newest good run record names; none if there is none or S3
+    cannot give it: ListObjectVersions fills in."""
+    record = previous.get()
     return versions_by_content(record) if record else {}
 
 

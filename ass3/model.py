@@ -187,6 +187,7 @@ class Summary:
     excluded: int = 0
     deleted: int = 0
     metadata_updated: int = 0
+    copied: int = 0  # files whose content the bucket held: a server-side copy, no bytes sent
     failures: list[tuple[str, str]] = field(default_factory=list)
     # Done, but not as asked: e.g. a file that kept changing, backed up as it was read.
     warnings: list[tuple[str, str]] = field(default_factory=list)
@@ -206,6 +207,10 @@ class Summary:
     def deleted_verb(self) -> str:
         """A dry run says what it would have done, in the same words."""
         return "would delete" if self.action.startswith("would") else "deleted"
+
+    @property
+    def copied_verb(self) -> str:
+        return "would copy" if self.action.startswith("would") else "copied"
 
     @property
     def exit_code(self) -> int:
@@ -240,6 +245,7 @@ class Summary:
             "excluded": self.excluded,
             "deleted": self.deleted,
             "metadata_updated": self.metadata_updated,
+            "copied": self.copied,
             "failed": len(self.failures),
             "failures": [{"path": path, "reason": reason} for path, reason in self.failures],
             "warnings": [{"path": path, "reason": reason} for path, reason in self.warnings],
@@ -256,7 +262,8 @@ class Summary:
         return (
             f"{self.action} {plural(self.transferred, 'file')} "
             f"({human_bytes(self.transferred_bytes)}), "
-            f"unchanged {self.unchanged}, skipped {self.skipped}, "
+            + (f"{self.copied_verb} {self.copied}, " if self.copied else "")
+            + f"unchanged {self.unchanged}, skipped {self.skipped}, "
             + (f"excluded {self.excluded}, " if self.excluded else "")
             + (f"metadata updated {self.metadata_updated}, " if self.metadata_updated else "")
             + (f"{self.deleted_verb} {self.deleted}, " if self.deleted else "")
@@ -318,3 +325,4 @@ class Outcome:
     entry: RecordEntry | None = None
     metadata_updated: bool = False
     warning: str | None = None  # done, but not cleanly: said in the summary
+    copied_from: str | None = None  # a server-side copy of this object (relative key)

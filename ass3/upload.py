@@ -21,6 +21,7 @@ from s3transfer.manager import TransferManager
 
 from ass3 import reading
 from ass3.connection import Connection, KnownTransfer, UploadArgs
+from ass3.copying import Copied, Copier, CopyHook
 from ass3.files import READ_CHUNK, local_checksum, object_metadata
 from ass3.model import (
     CHANGING,
@@ -44,6 +45,7 @@ from ass3.model import (
 from ass3.names import MAX_KEY_BYTES
 from ass3.plan import etag_matches, metadata_may_have_changed, multipart_etag
 from ass3.remote import content_matches
+from ass3.renames import copy_reason
 from ass3.settings import MAX_SINGLE_PUT
 
 if TYPE_CHECKING:
@@ -63,6 +65,12 @@ class _Sent:
     size: int
     read_bytes: int
     clean: bool  # False: the file changed while read; the object holds the bytes read
+    copied_from: str | None = None  # a server-side copy of this object (relative key)
+
+    @classmethod
+    def copied(cls, snapshot: LocalFile, md5: str, size: int, copy: Copied) -> _Sent:
+        """A copy of the file's content already in the bucket: read once, to hash it."""
+        return cls(snapshot, md5, copy.etag, copy.version_id, size, size, True, copy.source)
 
 
 def _upload(
@@ -73,24 +81,28 @@ def _upload(
     local: LocalFile,
     *,
     as_read: bool,
+    instead: CopyHook | None = None,
 ) -> _Sent:
     """Upload the file the scan found, reading it through one descriptor.
 
     FileChanged if it changed while being read, and nothing is written then: a
     multipart upload is stopped before it completes. With `as_read` the bytes read
-    are uploaded whatever happened meanwhile, under their own checksum.
+    are uploaded whatever happened meanwhile, under their own checksum. `instead`
+    may copy the content server-side once it is hashed, and nothing is sent then.
     """
     with reading.open_scanned(local) as fileobj:
         before = os.fstat(fileobj.fileno())
         snapshot = LocalFile.from_stat(local.rel, local.path, before, followed=local.followed)
         part_size = conn.part_size_for(before.st_size)
         if part_size is None:
-            return _put_small(conn, bucket, key, fileobj, before, snapshot, as_read=as_read)
+            return _put_small(
+                conn, bucket, key, fileobj, before, snapshot, as_read=as_read, instead=instead
+            )
         if conn.multipart_refused and before.st_size > MAX_SINGLE_PUT:
             raise FileProblem("over 5 GiB, and the server refuses multipart uploads")
         put = _put_whole if conn.multipart_refused else _put_large
         if not as_read:
-            return put(conn, transfers, bucket, key, fileobj, before, snapshot)
+            return put(conn, transfers, bucket, key, fileobj, before, snapshot, instead)
         with tempfile.TemporaryFile() as copy:  # a snapshot that cannot change under us
             shutil.copyfileobj(fileobj, copy, READ_CHUNK)
             copy.flush()
@@ -109,6 +121,7 @@ def _put_small(
     snapshot: LocalFile,
     *,
     as_read: bool,
+    instead: CopyHook | None = None,
 ) -> _Sent:
     """One PutObject of the bytes read: the bytes hashed are the bytes sent, and S3
     checks them against Content-MD5."""
@@ -117,6 +130,8 @@ def _put_small(
     if not (clean or as_read):
         raise reading.FileChanged("changed while being read")
     digest = FileDigest(hashlib.md5(data).hexdigest())
+    if clean and instead is not None and (copy := instead(digest, before)):
+        return _Sent.copied(snapshot, digest.md5, len(data), copy)
     response = conn.client.put_object(
         Bucket=bucket,
         Key=key,
@@ -148,6 +163,7 @@ def _put_large(
     fileobj: BinaryIO,
     before: os.stat_result,
     snapshot: LocalFile,
+    instead: CopyHook | None = None,
 ) -> _Sent:
     """Hash the file part by part, then upload it in parts through s3transfer from the
     same descriptor; the parts sent are checked against the parts hashed before the
@@ -155,6 +171,8 @@ def _put_large(
     part_size = conn.part_size_for(before.st_size)
     assert part_size is not None
     digest = _hashed_first(fileobj, before, part_size)
+    if instead is not None and (copy := instead(digest, before)):
+        return _Sent.copied(snapshot, digest.md5, before.st_size, copy)
     sent = reading.PartHashingReader(fileobj, part_size)
     checked: list[bool] = []
 
@@ -190,6 +208,7 @@ def _put_whole(
     fileobj: BinaryIO,
     before: os.stat_result,
     snapshot: LocalFile,
+    instead: CopyHook | None = None,
 ) -> _Sent:
     """One streamed PutObject of a file too big to hold in memory, for a server that
     refuses multipart uploads: hashed first, then sent with that Content-MD5, which
@@ -198,6 +217,8 @@ def _put_whole(
     any file that changed while read, over the object that did not match its metadata,
     before the run records anything. An ETag that is not the MD5 sent is reported."""
     digest = _hashed_first(fileobj, before, None)
+    if instead is not None and (copy := instead(digest, before)):
+        return _Sent.copied(snapshot, digest.md5, before.st_size, copy)
     sent = reading.WholeHashingReader(fileobj)
     response = conn.client.put_object(
         Bucket=bucket,
@@ -261,9 +282,11 @@ def backup_step(
     step: Step,
     *,
     dry_run: bool,
+    copier: Copier | None = None,
 ) -> Outcome:
     """Back up one planned file: trust the cache, else compare a same-size file by content,
-    then upload it (once more if it changed while being read) or refresh its metadata."""
+    then upload it (once more if it changed while being read) or refresh its metadata.
+    With `copier`, a file whose content the bucket holds under another key is copied."""
     local = step.source
     assert isinstance(local, LocalFile)
     remote = step.target
@@ -287,14 +310,35 @@ def backup_step(
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise FileProblem(f"the S3 key would be longer than {MAX_KEY_BYTES} bytes")
     if dry_run:
+        if copier is not None and copier.candidate(step):
+            source, read = copier.planned(local)
+            if source is not None:
+                return Outcome(
+                    step.rel,
+                    transferred=False,
+                    size=local.size,
+                    reason=copy_reason(source, source_still_there=True, dry_run=True),
+                    read_bytes=read,
+                    copied_from=source,
+                )
+            read_bytes += read
         return Outcome(
             step.rel, transferred=True, size=local.size, reason=reason, read_bytes=read_bytes
         )
+    instead = copier.hook(step, transfers) if copier is not None else None
 
     def send(*, as_read: bool) -> _Sent:
         """A server that refuses CRC32 checksums or multipart gets the file again without."""
         return conn.with_fallbacks(
-            lambda: _upload(conn, transfers, bucket, key, local, as_read=as_read)
+            lambda: _upload(
+                conn,
+                transfers,
+                bucket,
+                key,
+                local,
+                as_read=as_read,
+                instead=None if as_read else instead,
+            )
         )
 
     try:
@@ -305,6 +349,18 @@ def backup_step(
         except reading.FileChanged:
             sent = send(as_read=True)
     entry = RecordEntry(step.rel, sent.size, sent.md5, sent.etag, sent.version_id)
+    if sent.copied_from is not None and copier is not None:
+        still_there = copier.still_there(sent.copied_from)
+        return Outcome(
+            step.rel,
+            transferred=False,
+            size=sent.size,
+            reason=copy_reason(sent.copied_from, source_still_there=still_there, dry_run=False),
+            read_bytes=read_bytes + sent.read_bytes,
+            seen=Seen(sent.snapshot, sent.md5, sent.etag),
+            entry=entry,
+            copied_from=sent.copied_from,
+        )
     return Outcome(
         step.rel,
         transferred=True,
