@@ -116,6 +116,7 @@ def _record(
     if result.copied_from is not None:
         summary.copied += 1
         log.info("%s %s (%s)", summary.copied_verb, printable(result.rel), result.reason)
+        done = summary.copied_verb
     elif result.transferred:
         summary.transferred += 1
         summary.transferred_bytes += result.size
