@@ -376,9 +376,16 @@ class UploadCleanup:
 
 
 def abort_stale_uploads(
-    conn: Connection, bucket: str, prefix: str, *, max_age: timedelta = STALE_UPLOAD_AGE
+    conn: Connection,
+    bucket: str,
+    prefix: str,
+    *,
+    max_age: timedelta = STALE_UPLOAD_AGE,
+    spare: frozenset[str] = frozenset(),
 ) -> UploadCleanup:
-    """Abort the incomplete multipart uploads under PREFIX/ started over `max_age` ago.
+    """Abort the incomplete multipart uploads under PREFIX/ started over `max_age` ago,
+    but those whose UploadId is in `spare` (kept for a later run to resume; while one
+    is left, the check is not settled).
 
     Any upload under a backup's prefix is taken for the tool's own: the prefix belongs
     to the tool (a listing cannot say more: it shows no metadata, and the initiator may
@@ -393,7 +400,9 @@ def abort_stale_uploads(
         paginator = conn.client.get_paginator("list_multipart_uploads")
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix + "/", **conn.owner_args()):
             for upload in page.get("Uploads", []):
-                if upload["Initiated"] <= cutoff:
+                if upload["UploadId"] in spare:
+                    unsettled = True
+                elif upload["Initiated"] <= cutoff:
                     stale.append((upload["Key"], upload["UploadId"], upload["Initiated"]))
                 else:
                     unsettled = True

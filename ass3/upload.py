@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, BinaryIO, cast
 
@@ -44,6 +45,7 @@ from ass3.model import (
 from ass3.names import MAX_KEY_BYTES
 from ass3.plan import etag_matches, metadata_may_have_changed, multipart_etag
 from ass3.remote import content_matches
+from ass3.resume import Resumption, upload_args
 from ass3.settings import MAX_SINGLE_PUT
 
 if TYPE_CHECKING:
@@ -73,6 +75,7 @@ def _upload(
     local: LocalFile,
     *,
     as_read: bool,
+    resumption: Resumption | None = None,
 ) -> _Sent:
     """Upload the file the scan found, reading it through one descriptor.
 
@@ -88,9 +91,11 @@ def _upload(
             return _put_small(conn, bucket, key, fileobj, before, snapshot, as_read=as_read)
         if conn.multipart_refused and before.st_size > MAX_SINGLE_PUT:
             raise FileProblem("over 5 GiB, and the server refuses multipart uploads")
-        put = _put_whole if conn.multipart_refused else _put_large
         if not as_read:
-            return put(conn, transfers, bucket, key, fileobj, before, snapshot)
+            if conn.multipart_refused:
+                return _put_whole(conn, transfers, bucket, key, fileobj, before, snapshot)
+            return _put_large(conn, transfers, bucket, key, fileobj, before, snapshot, resumption)
+        put = _put_whole if conn.multipart_refused else _put_large
         with tempfile.TemporaryFile() as copy:  # a snapshot that cannot change under us
             shutil.copyfileobj(fileobj, copy, READ_CHUNK)
             copy.flush()
@@ -148,37 +153,56 @@ def _put_large(
     fileobj: BinaryIO,
     before: os.stat_result,
     snapshot: LocalFile,
+    resumption: Resumption | None = None,
 ) -> _Sent:
-    """Hash the file part by part, then upload it in parts through s3transfer from the
-    same descriptor; the parts sent are checked against the parts hashed before the
-    upload is completed, so a file that changed meanwhile leaves no object behind."""
+    """Hash the file part by part, then finish the upload of it an earlier run left, or
+    upload it in parts through s3transfer from the same descriptor; the parts sent are
+    checked against the parts hashed before the upload is completed, so a file that
+    changed meanwhile leaves no object behind. With `resumption`, an upload interrupted
+    after a part was sent is kept for the next run (see `ass3.resume`)."""
     part_size = conn.part_size_for(before.st_size)
     assert part_size is not None
     digest = _hashed_first(fileobj, before, part_size)
-    sent = reading.PartHashingReader(fileobj, part_size)
-    checked: list[bool] = []
-
-    def sent_as_hashed() -> None:
-        if not (sent.sent_matches(digest.part_md5s) and reading.unchanged(fileobj, before)):
-            raise reading.FileChanged("changed while being uploaded")
-        checked.append(True)
-
+    size = before.st_size
     extra_args = {
         "Metadata": object_metadata(digest, before),
         **conn.storage.upload_args(),
         **conn.owner_args(),
     }
-    source = cast("BinaryIO", sent)  # s3transfer needs only read, seek and tell
-    with conn.completion_checked(key, sent_as_hashed):
-        future = transfers.upload(
-            source, bucket, key, extra_args=extra_args, subscribers=[KnownTransfer(before.st_size)]
-        )
-        future.result()
+    args = upload_args(conn, extra_args)
+    if resumption is not None:
+        resumed = resumption.resume(bucket, key, fileobj, before, part_size, args, digest)
+        if resumed is not None:
+            whole, version, read = resumed
+            return _Sent(snapshot, digest.md5, whole, version, size, size + read, clean=True)
+        fileobj.seek(0)
+    sent = reading.PartHashingReader(fileobj, part_size)
+    checked: list[bool] = []
+    watched = (
+        resumption.fresh(resumption.new_upload(key, before, part_size, args, digest))
+        if resumption is not None and resumption.enabled
+        else nullcontext(None)
+    )
+
+    with watched as opened:
+
+        def sent_as_hashed() -> None:
+            if not (sent.sent_matches(digest.part_md5s) and reading.unchanged(fileobj, before)):
+                if opened is not None:
+                    opened.mismatch = True  # parts not of this file: aborted, never kept
+                raise reading.FileChanged("changed while being uploaded")
+            checked.append(True)
+
+        source = cast("BinaryIO", sent)  # s3transfer needs only read, seek and tell
+        with conn.completion_checked(key, sent_as_hashed):
+            future = transfers.upload(
+                source, bucket, key, extra_args=extra_args, subscribers=[KnownTransfer(size)]
+            )
+            future.result()
     etag, version_id = conn.completed_upload(key)
     if not checked:  # cannot happen while s3transfer completes every upload of this size
         raise FileProblem("uploaded without its parts being checked; run again")
     etag = etag or multipart_etag(digest.part_md5s)
-    size = before.st_size
     return _Sent(snapshot, digest.md5, etag, version_id, size, 2 * size, clean=True)
 
 
@@ -261,6 +285,7 @@ def backup_step(
     step: Step,
     *,
     dry_run: bool,
+    resumption: Resumption | None = None,
 ) -> Outcome:
     """Back up one planned file: trust the cache, else compare a same-size file by content,
     then upload it (once more if it changed while being read) or refresh its metadata."""
@@ -294,7 +319,9 @@ def backup_step(
     def send(*, as_read: bool) -> _Sent:
         """A server that refuses CRC32 checksums or multipart gets the file again without."""
         return conn.with_fallbacks(
-            lambda: _upload(conn, transfers, bucket, key, local, as_read=as_read)
+            lambda: _upload(
+                conn, transfers, bucket, key, local, as_read=as_read, resumption=resumption
+            )
         )
 
     try:
