@@ -116,6 +116,7 @@ def backup(
                     )
                     if run.summary.run_id and run.tree is not None:
                         cache.remember_tree(run.tree.digest)
+                run.settle(markers)
             if keep_days and not dry_run:
                 _keep_versions(conn, bucket, prefix, keep_days, run.summary)
             markers.finished(uploads_left=run.uploads_may_be_left)
@@ -167,6 +168,8 @@ class _BackupRun:
         self.uploads_may_be_left = False
         self.stop = threading.Event()  # set when the run is interrupted
         self.resumption: Resumption | None = None
+        # Set when the cleanup left nothing but uploads to resume: settled once they are.
+        self.settle_after_resuming: frozenset[str] = frozenset()
 
     @contextmanager
     def resumable(self, cache_file: str) -> Iterator[None]:
@@ -196,6 +199,16 @@ class _BackupRun:
                 printable(self.prefix),
             )
         if not cleanup.unsettled:
+            self.settle_after_resuming = cleanup.spared
+            if not cleanup.spared:
+                markers.settled()
+
+    def settle(self, markers: RunMarkers) -> None:
+        """The uploads the cleanup spared were resumed (or aborted) by this run: the
+        unclean run that left them needs no more checks."""
+        spared = self.settle_after_resuming
+        pending = self.resumption.journal.pending() if self.resumption else []
+        if spared and not spared & {upload.upload_id for upload in pending}:
             markers.settled()
 
     def transfer(
