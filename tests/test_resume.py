@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ConnectionClosedError
+from botocore.retries.standard import ExponentialBackoff
 from helpers import count_calls, make_tree
 from hypothesis import given
 from hypothesis import strategies as st
@@ -392,3 +394,29 @@ def test_an_upload_stopped_before_any_part_was_sent_is_aborted(
     calls = count_calls(conn1.client)
     backup(conn1, big, bucket)
     assert calls["ListParts"] == 0  # nothing recorded to resume
+
+
+def test_a_connection_lost_after_two_parts_keeps_the_upload_for_the_next_run(
+    conn1: Connection, s3: Any, bucket: str, big: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The network goes after two parts: the file fails (exit 1), its upload stays, and
+    the next run sends the three other parts."""
+    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0)
+    let_through = [2]
+
+    def drop(request: Any, **_: Any) -> None:
+        if let_through[0]:
+            let_through[0] -= 1
+            return
+        raise ConnectionClosedError(endpoint_url=request.url)
+
+    conn1.client.meta.events.register_first("before-send.s3.UploadPart", drop)
+    summary = backup(conn1, big, bucket)
+    assert [name for name, _ in summary.failures] == ["big.bin"]
+    assert len(open_uploads(s3, bucket)) == 1
+    conn1.client.meta.events.unregister("before-send.s3.UploadPart", drop)
+
+    again = PartsSent(conn1)
+    summary = backup(conn1, big, bucket)
+    assert (summary.exit_code, again.count) == (0, 3)
+    assert_backed_up(s3, bucket, big)

@@ -347,7 +347,7 @@ def big_tree(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
-def test_stop_signal_during_a_big_upload_exits_128_plus_n_and_aborts_it(
+def test_stop_signal_before_any_part_was_sent_exits_128_plus_n_and_aborts_the_upload(
     tmp_path: Path,
     bucket: str,
     script_env: dict[str, str],
