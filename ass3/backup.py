@@ -4,7 +4,7 @@
 (the summary, the run record being spooled, the scan report), so each stage is a
 method of a few lines instead of a closure over the whole run. `RunMarkers` notes
 in the state folder which runs are under way, so that the run after one that was
-killed aborts the multipart uploads it left.
+killed aborts the multipart uploads it left, but those it resumes (`ass3.resume`).
 """
 
 from __future__ import annotations

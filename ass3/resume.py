@@ -90,8 +90,9 @@ class Resumption:
         self._lock = threading.Lock()
         self._open: dict[str, _Open] = {}
         self._hooks = (
+            ("before-parameter-build.s3.CreateMultipartUpload", self._note_key),
             ("after-call.s3.CreateMultipartUpload", self._created),
-            ("before-parameter-build.s3.UploadPart", self._part_starts),
+            ("before-parameter-build.s3.UploadPart", self._note_key),
             ("after-call.s3.UploadPart", self._part_done),
             ("before-parameter-build.s3.AbortMultipartUpload", self._abort_or_keep),
         )
@@ -128,23 +129,27 @@ class Resumption:
                 self.journal.forget(pending.key, opened.pending.upload_id)
 
     def _watched(self, key: object, upload_id: object = None) -> _Open | None:
+        if not isinstance(key, str):
+            return None
         with self._lock:
-            opened = self._open.get(str(key))
+            opened = self._open.get(key)
         if opened is None or (upload_id is not None and opened.pending.upload_id != upload_id):
             return None
         return opened
 
-    def _created(self, parsed: Mapping[str, Any], **_: object) -> None:
-        opened = self._watched(parsed.get("Key"))
+    def _note_key(self, params: Mapping[str, Any], context: dict[str, Any], **_: Any) -> None:
+        """Answers need not repeat the key (some servers' do not): the request's is kept."""
+        context["ass3_upload"] = (params.get("Key"), params.get("UploadId"))
+
+    def _created(self, parsed: Mapping[str, Any], context: Mapping[str, Any], **_: Any) -> None:
+        key, _upload_id = context.get("ass3_upload", (None, None))
+        opened = self._watched(key)
         if opened is not None and "UploadId" in parsed:
             opened.pending = replace(opened.pending, upload_id=parsed["UploadId"])
             opened.recorded = self.journal.save(opened.pending)
 
-    def _part_starts(self, params: Mapping[str, Any], context: dict[str, Any], **_: Any) -> None:
-        context["ass3_part_of"] = (params.get("Key"), params.get("UploadId"))
-
     def _part_done(self, http_response: Any, context: Mapping[str, Any], **_: Any) -> None:
-        opened = self._watched(*context.get("ass3_part_of", (None, None)))
+        opened = self._watched(*context.get("ass3_upload", (None, None)))
         if opened is not None and 200 <= http_response.status_code < 300:
             with self._lock:
                 opened.parts += 1
