@@ -275,6 +275,7 @@ def hold_part(**_):
     if let_through[0] > 0:
         let_through[0] -= 1
         return
+    open("holding", "w").close()  # for the test: the upload is open and recorded
     cancelled.wait(60)
 
 
@@ -631,9 +632,10 @@ def test_a_big_upload_stopped_after_two_parts_is_resumed_by_the_next_run(
     result = run_script("ass3Backup.py", *args, "-v", "--json", env=script_env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     requests = json.loads(result.stdout)["requests"]
-    assert requests["UploadPart"] == 5 - sent
-    assert (requests["ListParts"], requests.get("CreateMultipartUpload", 0)) == (1, 0)
     assert f"resuming the upload of data/big.bin: {5 - sent} of 5 parts to send" in result.stderr
+    # Every attempt counts: a retry (a busy machine) adds one, never the parts S3 holds.
+    assert 5 - sent <= requests["UploadPart"] < 5, result.stderr
+    assert (requests["ListParts"], requests.get("CreateMultipartUpload", 0)) == (1, 0)
     assert "aborted" not in result.stderr
     assert open_uploads(server, bucket) == []
     stored = server.get_object(Bucket=bucket, Key="data/big.bin")
@@ -651,7 +653,12 @@ def test_kill_9_before_any_part_then_the_next_run_resumes_from_nothing(
     args = ("data", "--bucket", bucket, "--workers", "1")
     proc = start_held_backup(tmp_path, *args, env=script_env)
     try:
-        wait_for_upload(proc, server, bucket)
+        # Held at the first part: past CreateMultipartUpload, whose answer is recorded.
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "holding").exists():
+            assert proc.poll() is None, f"finished before the part: {proc.communicate()}"
+            assert time.monotonic() < deadline, "timed out waiting for the part"
+            time.sleep(0.01)
     finally:
         proc.kill()
         proc.communicate()
