@@ -44,6 +44,8 @@ flows through a run. Lower modules never import higher ones.
     copying      renames and copies as server-side copies: the previous record read
                  once, copies made and checked, deferred where a bucket is unversioned
     upload       one file of a backup;  backup    the whole backup run
+    resumable    big uploads the state cache records, and the pure rules for resuming
+                 one; resume: keeping an interrupted upload, finishing it next run
     download     one file of a restore; restore   the whole restore run
     verdicts     pure: what --check and --diff find (missing, changed, corrupt;
                  differs, extra), judged on listings, digests and sizes

@@ -4,15 +4,17 @@
 (the summary, the run record being spooled, the scan report), so each stage is a
 method of a few lines instead of a closure over the whole run. `RunMarkers` notes
 in the state folder which runs are under way, so that the run after one that was
-killed aborts the multipart uploads it left.
+killed aborts the multipart uploads it left, but those it resumes (`ass3.resume`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 from s3transfer.manager import TransferManager
 
@@ -37,6 +39,8 @@ from ass3.plan import deletion_refusal, plan_transfers, split_extras
 from ass3.progress import Progress
 from ass3.records import RecordSpool
 from ass3.remote import abort_stale_uploads, ensure_bucket, list_remote
+from ass3.resumable import UploadJournal, spared_uploads
+from ass3.resume import Resumption
 from ass3.s3errors import TRANSFER_ERRORS, describe_client_error
 from ass3.tree import Tree
 from ass3.treescan import TreeRecorder
@@ -77,7 +81,9 @@ def backup(
     `keep_days` sets how long replaced and deleted versions of this backup are kept
     (a lifecycle rule), after the run.
     After a run of this backup that did not end cleanly, the run first aborts the
-    incomplete multipart uploads left under PREFIX/ (see `RunMarkers`).
+    incomplete multipart uploads left under PREFIX/ (see `RunMarkers`), but those it
+    will resume (see `ass3.resume`): a big upload interrupted after a part was sent is
+    kept, and the next run sends only the parts missing.
     """
     started = time.monotonic()
     root = scan.check_directory(directory)
@@ -91,9 +97,12 @@ def backup(
             ensure_bucket(conn, bucket)
         markers = RunMarkers(os.path.dirname(cache_file), run.scope, enabled=not dry_run)
         with markers:
-            if markers.unfinished:
-                run.abort_left_uploads(markers)
-            with StateCache(cache_file, run.scope, read_only=dry_run) as cache:
+            with (
+                StateCache(cache_file, run.scope, read_only=dry_run) as cache,
+                run.resumable(cache_file),
+            ):
+                if markers.unfinished:
+                    run.abort_left_uploads(markers)
                 extras = run.transfer(
                     cache,
                     checksum=checksum,
@@ -123,6 +132,7 @@ def backup(
                     )
                     if run.summary.run_id and run.tree is not None:
                         cache.remember_tree(run.tree.digest)
+                run.settle(markers)
             if keep_days and not dry_run:
                 if progress:
                     progress.phase("setting the retention rule")
@@ -176,10 +186,32 @@ class _BackupRun:
         # A big file failed: s3transfer aborts its upload, but that request may have
         # failed too (a lost connection fails both), so the next run looks.
         self.uploads_may_be_left = False
+        self.stop = threading.Event()  # set when the run is interrupted
+        self.resumption: Resumption | None = None
+        # Set when the cleanup left nothing but uploads to resume: settled once they are.
+        self.settle_after_resuming: frozenset[str] = frozenset()
+
+    @contextmanager
+    def resumable(self, cache_file: str) -> Iterator[None]:
+        """Inside the block, big uploads are recorded in the state cache's file, kept
+        when interrupted after a part was sent, and resumed (never in a dry run)."""
+        if self.dry_run:
+            yield
+            return
+        journal = UploadJournal(cache_file, self.scope)
+        with journal, Resumption(self.conn, journal, self.stop) as resumption:
+            self.resumption = resumption
+            try:
+                yield
+            finally:
+                self.resumption = None
 
     def abort_left_uploads(self, markers: RunMarkers) -> None:
-        """An earlier run did not end cleanly: abort the multipart uploads it left."""
-        cleanup = abort_stale_uploads(self.conn, self.bucket, self.prefix)
+        """An earlier run did not end cleanly: abort the multipart uploads it left, but
+        those this machine will resume, unless older than RESUME_DAYS."""
+        pending = self.resumption.journal.pending() if self.resumption else []
+        spare = frozenset(spared_uploads(pending, now=time.time()))
+        cleanup = abort_stale_uploads(self.conn, self.bucket, self.prefix, spare=spare)
         if cleanup.aborted:
             log.info(
                 "aborted %s left under %s/ by an interrupted run",
@@ -187,6 +219,16 @@ class _BackupRun:
                 printable(self.prefix),
             )
         if not cleanup.unsettled:
+            self.settle_after_resuming = cleanup.spared
+            if not cleanup.spared:
+                markers.settled()
+
+    def settle(self, markers: RunMarkers) -> None:
+        """The uploads the cleanup spared were resumed (or aborted) by this run: the
+        unclean run that left them needs no more checks."""
+        spared = self.settle_after_resuming
+        pending = self.resumption.journal.pending() if self.resumption else []
+        if spared and not spared & {upload.upload_id for upload in pending}:
             markers.settled()
 
     def transfer(
@@ -233,7 +275,16 @@ class _BackupRun:
         return extras
 
     def _execute(self, steps: Iterable[Step], progress: Progress | None) -> None:
-        execute(self.conn, steps, self._step, self.summary, self._finished, self._failed, progress)
+        execute(
+            self.conn,
+            steps,
+            self._step,
+            self.summary,
+            self._finished,
+            self._failed,
+            progress,
+            self.stop,
+        )
 
     def _remote_objects(self) -> Iterator[RemoteObject]:
         """The backup's objects; those the filters leave out stay, untouched, in the record."""
@@ -253,6 +304,7 @@ class _BackupRun:
             step,
             dry_run=self.dry_run,
             copier=self.copier,
+            resumption=self.resumption,
         )
 
     def _finished(self, outcome: Outcome) -> None:

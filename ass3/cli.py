@@ -431,7 +431,8 @@ def fit_to_terminal(text: str) -> str:
 class Interrupted(KeyboardInterrupt):
     """A stop signal other than Ctrl-C (SIGTERM, SIGHUP), raised in the main thread as
     Ctrl-C raises KeyboardInterrupt, so the same path runs: queued steps are dropped and
-    the transfers in flight cancelled, which aborts their multipart uploads."""
+    the transfers in flight cancelled, which aborts their multipart uploads that have no
+    part yet and keeps the others for the next run to resume."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
@@ -457,7 +458,7 @@ def stop_signals_interrupt() -> Iterator[None]:
     Only the main thread may set handlers: elsewhere this does nothing. A signal the
     caller ignores stays ignored (`nohup` ignores SIGHUP). Only the first signal
     interrupts: another one while the run cleans up (systemd can send SIGHUP right
-    after SIGTERM) must not cut short the aborts of its multipart uploads. SIGKILL stays
+    after SIGTERM) must not cut short the clean-up of its multipart uploads. SIGKILL stays
     the way to stop at once, and a second Ctrl-C still interrupts as it always did.
     """
     if threading.current_thread() is not threading.main_thread():

@@ -42,13 +42,15 @@ def execute(
     on_outcome: Callable[[Outcome], None] | None,
     on_failure: Callable[[Step], None] | None = None,
     progress: Progress | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
     """Run steps on `conn.workers` threads; a failed step is recorded, the rest go on.
 
     Steps are consumed as they are planned, with a bounded number queued, so memory
     stays flat. Big files go through one shared s3transfer manager. On Ctrl-C the
     queued steps are dropped and the manager cancels the transfers in flight, which
-    aborts their multipart uploads, so an interrupted run leaves no parts behind.
+    aborts their multipart uploads (or keeps them for the next run to resume: see
+    `ass3.resume`), and `stop` is set for the work s3transfer does not do to give up.
     An exception `guarded` does not expect (a bug) is not one file's failure: it
     reaches this thread through the step's future and stops the run the same way,
     for `run_main` to report as an internal error.
@@ -87,6 +89,8 @@ def execute(
                         collect(done)
                 collect(as_completed(pending))
             except BaseException:
+                if stop is not None:
+                    stop.set()
                 executor.shutdown(wait=False, cancel_futures=True)
                 raise
     finally:

@@ -368,17 +368,25 @@ def utc_now() -> datetime:
 
 @dataclass(frozen=True)
 class UploadCleanup:
-    """What `abort_stale_uploads` did: uploads aborted, and whether some may still be
-    left to abort later (too young to tell from a live run's, or not aborted now)."""
+    """What `abort_stale_uploads` did: uploads aborted, whether some may still be left
+    to abort later (too young to tell from a live run's, or not aborted now), and the
+    uploads it spared (to be resumed)."""
 
     aborted: int
     unsettled: bool
+    spared: frozenset[str] = frozenset()
 
 
 def abort_stale_uploads(
-    conn: Connection, bucket: str, prefix: str, *, max_age: timedelta = STALE_UPLOAD_AGE
+    conn: Connection,
+    bucket: str,
+    prefix: str,
+    *,
+    max_age: timedelta = STALE_UPLOAD_AGE,
+    spare: frozenset[str] = frozenset(),
 ) -> UploadCleanup:
-    """Abort the incomplete multipart uploads under PREFIX/ started over `max_age` ago.
+    """Abort the incomplete multipart uploads under PREFIX/ started over `max_age` ago,
+    but those whose UploadId is in `spare` (kept for a later run to resume).
 
     Any upload under a backup's prefix is taken for the tool's own: the prefix belongs
     to the tool (a listing cannot say more: it shows no metadata, and the initiator may
@@ -388,12 +396,15 @@ def abort_stale_uploads(
     """
     cutoff = utc_now() - max_age
     stale: list[tuple[str, str, datetime]] = []
+    spared: set[str] = set()
     unsettled = False
     try:
         paginator = conn.client.get_paginator("list_multipart_uploads")
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix + "/", **conn.owner_args()):
             for upload in page.get("Uploads", []):
-                if upload["Initiated"] <= cutoff:
+                if upload["UploadId"] in spare:
+                    spared.add(upload["UploadId"])
+                elif upload["Initiated"] <= cutoff:
                     stale.append((upload["Key"], upload["UploadId"], upload["Initiated"]))
                 else:
                     unsettled = True
@@ -422,4 +433,4 @@ def abort_stale_uploads(
             "aborted the incomplete upload of %s, started %.0f hours ago", printable(key), hours
         )
         aborted += 1
-    return UploadCleanup(aborted, unsettled)
+    return UploadCleanup(aborted, unsettled, frozenset(spared))

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, BinaryIO, cast
 
@@ -46,6 +47,7 @@ from ass3.names import MAX_KEY_BYTES
 from ass3.plan import etag_matches, metadata_may_have_changed, multipart_etag
 from ass3.remote import content_matches
 from ass3.renames import copy_reason
+from ass3.resume import Resumption, upload_args
 from ass3.settings import MAX_SINGLE_PUT
 
 if TYPE_CHECKING:
@@ -82,6 +84,7 @@ def _upload(
     *,
     as_read: bool,
     instead: CopyHook | None = None,
+    resumption: Resumption | None = None,
 ) -> _Sent:
     """Upload the file the scan found, reading it through one descriptor.
 
@@ -100,9 +103,13 @@ def _upload(
             )
         if conn.multipart_refused and before.st_size > MAX_SINGLE_PUT:
             raise FileProblem("over 5 GiB, and the server refuses multipart uploads")
-        put = _put_whole if conn.multipart_refused else _put_large
         if not as_read:
-            return put(conn, transfers, bucket, key, fileobj, before, snapshot, instead)
+            if conn.multipart_refused:
+                return _put_whole(conn, transfers, bucket, key, fileobj, before, snapshot, instead)
+            return _put_large(
+                conn, transfers, bucket, key, fileobj, before, snapshot, instead, resumption
+            )
+        put = _put_whole if conn.multipart_refused else _put_large
         with tempfile.TemporaryFile() as copy:  # a snapshot that cannot change under us
             shutil.copyfileobj(fileobj, copy, READ_CHUNK)
             copy.flush()
@@ -164,39 +171,58 @@ def _put_large(
     before: os.stat_result,
     snapshot: LocalFile,
     instead: CopyHook | None = None,
+    resumption: Resumption | None = None,
 ) -> _Sent:
-    """Hash the file part by part, then upload it in parts through s3transfer from the
-    same descriptor; the parts sent are checked against the parts hashed before the
-    upload is completed, so a file that changed meanwhile leaves no object behind."""
+    """Hash the file part by part, then finish the upload of it an earlier run left, or
+    upload it in parts through s3transfer from the same descriptor; the parts sent are
+    checked against the parts hashed before the upload is completed, so a file that
+    changed meanwhile leaves no object behind. With `resumption`, an upload interrupted
+    after a part was sent is kept for the next run (see `ass3.resume`)."""
     part_size = conn.part_size_for(before.st_size)
     assert part_size is not None
     digest = _hashed_first(fileobj, before, part_size)
     if instead is not None and (copy := instead(digest, before)):
         return _Sent.copied(snapshot, digest.md5, before.st_size, copy)
-    sent = reading.PartHashingReader(fileobj, part_size)
-    checked: list[bool] = []
-
-    def sent_as_hashed() -> None:
-        if not (sent.sent_matches(digest.part_md5s) and reading.unchanged(fileobj, before)):
-            raise reading.FileChanged("changed while being uploaded")
-        checked.append(True)
-
+    size = before.st_size
     extra_args = {
         "Metadata": object_metadata(digest, before),
         **conn.storage.upload_args(),
         **conn.owner_args(),
     }
-    source = cast("BinaryIO", sent)  # s3transfer needs only read, seek and tell
-    with conn.completion_checked(key, sent_as_hashed):
-        future = transfers.upload(
-            source, bucket, key, extra_args=extra_args, subscribers=[KnownTransfer(before.st_size)]
-        )
-        future.result()
+    args = upload_args(conn, extra_args)
+    if resumption is not None:
+        resumed = resumption.resume(bucket, key, fileobj, before, part_size, args, digest)
+        if resumed is not None:
+            whole, version, read = resumed
+            return _Sent(snapshot, digest.md5, whole, version, size, size + read, clean=True)
+        fileobj.seek(0)
+    sent = reading.PartHashingReader(fileobj, part_size)
+    checked: list[bool] = []
+    watched = (
+        resumption.fresh(resumption.new_upload(key, before, part_size, args, digest))
+        if resumption is not None and resumption.enabled
+        else nullcontext(None)
+    )
+
+    with watched as opened:
+
+        def sent_as_hashed() -> None:
+            if not (sent.sent_matches(digest.part_md5s) and reading.unchanged(fileobj, before)):
+                if opened is not None:
+                    opened.mismatch = True  # parts not of this file: aborted, never kept
+                raise reading.FileChanged("changed while being uploaded")
+            checked.append(True)
+
+        source = cast("BinaryIO", sent)  # s3transfer needs only read, seek and tell
+        with conn.completion_checked(key, sent_as_hashed):
+            future = transfers.upload(
+                source, bucket, key, extra_args=extra_args, subscribers=[KnownTransfer(size)]
+            )
+            future.result()
     etag, version_id = conn.completed_upload(key)
     if not checked:  # cannot happen while s3transfer completes every upload of this size
         raise FileProblem("uploaded without its parts being checked; run again")
     etag = etag or multipart_etag(digest.part_md5s)
-    size = before.st_size
     return _Sent(snapshot, digest.md5, etag, version_id, size, 2 * size, clean=True)
 
 
@@ -283,6 +309,7 @@ def backup_step(
     *,
     dry_run: bool,
     copier: Copier | None = None,
+    resumption: Resumption | None = None,
 ) -> Outcome:
     """Back up one planned file: trust the cache, else compare a same-size file by content,
     then upload it (once more if it changed while being read) or refresh its metadata.
@@ -338,6 +365,7 @@ def backup_step(
                 local,
                 as_read=as_read,
                 instead=None if as_read else instead,
+                resumption=resumption,
             )
         )
 

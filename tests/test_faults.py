@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import http.client
+import json
 import os
 import re
 import signal
@@ -491,6 +492,8 @@ def ctrl_c(request: Any) -> None:
 def test_ctrl_c_during_multipart_upload_aborts_it(
     conn: Connection, s3, bucket: str, tmp_path: Path
 ) -> None:
+    """Ctrl-C as the first part goes: s3transfer stops reading it, no part is accepted,
+    and an upload with nothing in it is aborted, not kept to resume."""
     root = make_tree(tmp_path / "src", {"big.bin": os.urandom(BIG)})
     fault = inject(conn, "UploadPart", Fault(ctrl_c, times=1))
     with pytest.raises(KeyboardInterrupt):
@@ -775,9 +778,11 @@ def test_kill_9_during_a_multipart_download_leaves_no_litter(
     assert read_tree(tmp_path / "out" / "data") == files
 
 
-def test_sigint_during_a_big_upload_exits_130_and_aborts_it(
+def test_sigint_during_a_big_upload_exits_130_and_keeps_or_aborts_it(
     tmp_path: Path, bucket: str, script_env: dict[str, str], server: Any
 ) -> None:
+    """Ctrl-C lands before or after the first part is sent: an upload with no part is
+    aborted, one with parts kept for the next run, which then sends only the others."""
     with open(tmp_path / "big.bin", "wb") as out:
         for _ in range(60):
             out.write(os.urandom(MiB))
@@ -790,9 +795,8 @@ def test_sigint_during_a_big_upload_exits_130_and_aborts_it(
         except ClientError:
             return False
 
-    proc = start_script(
-        "ass3Backup.py", "data", "--bucket", bucket, "--workers", "1", env=script_env, cwd=tmp_path
-    )
+    args = ("data", "--bucket", bucket, "--workers", "1")
+    proc = start_script("ass3Backup.py", *args, env=script_env, cwd=tmp_path)
     try:
         wait_until(proc, uploading)
         proc.send_signal(signal.SIGINT)
@@ -805,5 +809,21 @@ def test_sigint_during_a_big_upload_exits_130_and_aborts_it(
     assert "Traceback" not in stderr
     assert stderr.splitlines() == ["ass3Backup.py: interrupted"]
     assert stdout == ""
-    assert open_uploads(server, bucket) == []
     assert object_count(server, bucket) == 0
+    left = open_uploads(server, bucket)
+    sent = 0
+    for upload in left:
+        parts = server.list_parts(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        sent = len(parts.get("Parts", []))
+        assert sent >= 1  # never an upload kept with nothing in it
+    assert len(left) <= 1
+
+    result = run_script("ass3Backup.py", *args, "--json", env=script_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    requests = json.loads(result.stdout)["requests"]
+    # 60 MiB in parts of 8 MiB; every attempt counts, so a retry would add one.
+    assert requests["UploadPart"] >= 8 - sent
+    assert requests.get("CreateMultipartUpload", 0) == (0 if sent else 1)
+    assert requests.get("ListParts", 0) == (1 if sent else 0)
+    assert open_uploads(server, bucket) == []
+    assert object_count(server, bucket) == 1

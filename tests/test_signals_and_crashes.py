@@ -1,13 +1,15 @@
 """How a run ends when it does not end well: a bug, a stop signal, a kill.
 
 A bug is one line and an exit code of its own (never "some files failed"); SIGTERM
-and SIGHUP stop a run as Ctrl-C does, aborting multipart uploads in flight; and the
-incomplete uploads a killed run leaves are aborted by the next run of that backup.
+and SIGHUP stop a run as Ctrl-C does, aborting multipart uploads in flight that have
+no part yet and keeping the others for the next run to resume; and the incomplete
+uploads a killed run leaves are resumed or aborted by the next run of that backup.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -250,8 +252,9 @@ def test_run_main_outside_the_main_thread_leaves_signals_alone() -> None:
     assert results == [0]
 
 
-# The script, with every UploadPart held until the run cancels its transfers: the signal
-# (or kill) always lands while the multipart upload is open, and no fixed sleep is needed.
+# The script, with every UploadPart but the first {let_through} held until the run cancels
+# its transfers: the signal (or kill) always lands while the multipart upload is open, and
+# no fixed sleep is needed.
 HOLD_PARTS = """
 import runpy, sys, threading
 sys.path.insert(0, {project!r})
@@ -260,6 +263,7 @@ import s3common
 
 cancelled = threading.Event()
 cancel = TransferCoordinatorController.cancel
+let_through = [{let_through}]
 
 
 def cancel_then_release(self, *args, **kwargs):
@@ -268,6 +272,10 @@ def cancel_then_release(self, *args, **kwargs):
 
 
 def hold_part(**_):
+    if let_through[0] > 0:
+        let_through[0] -= 1
+        return
+    open("holding", "w").close()  # for the test: the upload is open and recorded
     cancelled.wait(60)
 
 
@@ -300,11 +308,13 @@ def open_uploads(client: Any, bucket: str) -> list[dict[str, Any]]:
         return []  # the script has not created the bucket yet
 
 
-def start_held_backup(tmp_path: Path, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+def start_held_backup(
+    tmp_path: Path, *args: str, env: dict[str, str], let_through: int = 0
+) -> subprocess.Popen[str]:
     """ass3Backup.py with its parts held, with the signals a terminal would leave default
     (a test run started in the background or under nohup inherits some ignored)."""
     driver = textwrap.dedent(HOLD_PARTS).format(
-        project=str(PROJECT), script=str(PROJECT / "ass3Backup.py")
+        project=str(PROJECT), script=str(PROJECT / "ass3Backup.py"), let_through=let_through
     )
 
     def default_signals() -> None:
@@ -338,7 +348,7 @@ def big_tree(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
-def test_stop_signal_during_a_big_upload_exits_128_plus_n_and_aborts_it(
+def test_stop_signal_before_any_part_was_sent_exits_128_plus_n_and_aborts_the_upload(
     tmp_path: Path,
     bucket: str,
     script_env: dict[str, str],
@@ -577,21 +587,113 @@ def test_a_live_concurrent_run_does_not_trigger_the_check(
     assert len(open_uploads(s3, bucket)) == 1
 
 
+def parts_on_server(server: Any, bucket: str) -> int:
+    uploads = open_uploads(server, bucket)
+    if not uploads:
+        return 0
+    upload = uploads[0]
+    listed = server.list_parts(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+    return len(listed.get("Parts", []))
+
+
+def five_part_tree(tmp_path: Path) -> bytes:
+    # 40 MiB: five parts of the scripts' 8 MiB.
+    content = os.urandom(40 * MiB)
+    make_tree(tmp_path / "data", {"big.bin": content, "small.txt": b"small"})
+    return content
+
+
 @pytest.mark.slow
-def test_kill_9_during_a_big_upload_then_the_next_run_aborts_its_upload(
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_big_upload_stopped_after_two_parts_is_resumed_by_the_next_run(
+    tmp_path: Path, bucket: str, script_env: dict[str, str], server: Any, sig: signal.Signals
+) -> None:
+    """Killed, or stopped by SIGTERM after two parts were sent: the upload stays, and
+    the next run sends the three other parts only, and completes it."""
+    content = five_part_tree(tmp_path)
+    args = ("data", "--bucket", bucket, "--workers", "1")
+    proc = start_held_backup(tmp_path, *args, env=script_env, let_through=2)
+    try:
+        deadline = time.monotonic() + 60
+        while parts_on_server(server, bucket) < 2:
+            assert proc.poll() is None, f"finished before the parts: {proc.communicate()}"
+            assert time.monotonic() < deadline, "timed out waiting for the parts"
+            time.sleep(0.01)
+        proc.send_signal(sig)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    sent = parts_on_server(server, bucket)
+    assert sent >= 2  # after SIGTERM the held part may go too, as the run cancels
+    assert len(open_uploads(server, bucket)) == 1
+
+    result = run_script("ass3Backup.py", *args, "-v", "--json", env=script_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    requests = json.loads(result.stdout)["requests"]
+    assert f"resuming the upload of data/big.bin: {5 - sent} of 5 parts to send" in result.stderr
+    # Every attempt counts: a retry (a busy machine) adds one, never the parts S3 holds.
+    assert 5 - sent <= requests["UploadPart"] < 5, result.stderr
+    assert (requests["ListParts"], requests.get("CreateMultipartUpload", 0)) == (1, 0)
+    assert "aborted" not in result.stderr
+    assert open_uploads(server, bucket) == []
+    stored = server.get_object(Bucket=bucket, Key="data/big.bin")
+    assert stored["Body"].read() == content
+    assert stored["Metadata"]["md5"] == hashlib.md5(content).hexdigest()
+
+
+@pytest.mark.slow
+def test_kill_9_before_any_part_then_the_next_run_resumes_from_nothing(
     tmp_path: Path, bucket: str, script_env: dict[str, str], server: Any
 ) -> None:
+    """Killed before a part was sent: the upload is recorded all the same (a kill gives
+    no time to abort it); the next run finds it by its UploadId and sends every part."""
     big_tree(tmp_path)
     args = ("data", "--bucket", bucket, "--workers", "1")
     proc = start_held_backup(tmp_path, *args, env=script_env)
     try:
-        wait_for_upload(proc, server, bucket)
+        # Held at the first part: past CreateMultipartUpload, whose answer is recorded.
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "holding").exists():
+            assert proc.poll() is None, f"finished before the part: {proc.communicate()}"
+            assert time.monotonic() < deadline, "timed out waiting for the part"
+            time.sleep(0.01)
     finally:
         proc.kill()
         proc.communicate()
     assert len(open_uploads(server, bucket)) == 1
 
-    # The moto server reports every upload as started in 2010: old enough to be stale.
+    # The moto server reports every upload as started in 2010: only the state cache's
+    # word spares it from the cleanup after the killed run.
+    result = run_script("ass3Backup.py", *args, "-v", env=script_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "resuming the upload of data/big.bin: 2 of 2 parts to send" in result.stderr
+    assert "aborted" not in result.stderr
+    assert open_uploads(server, bucket) == []
+    assert "uploaded 2 files" in result.stdout
+
+
+@pytest.mark.slow
+def test_kill_9_then_a_run_without_the_state_cache_aborts_the_upload(
+    tmp_path: Path, bucket: str, script_env: dict[str, str], server: Any
+) -> None:
+    big_tree(tmp_path)
+    args = ("data", "--bucket", bucket, "--workers", "1")
+    proc = start_held_backup(tmp_path, *args, env=script_env, let_through=1)
+    try:
+        deadline = time.monotonic() + 60
+        while parts_on_server(server, bucket) < 1:
+            assert proc.poll() is None, f"finished before the part: {proc.communicate()}"
+            assert time.monotonic() < deadline, "timed out waiting for the part"
+            time.sleep(0.01)
+    finally:
+        proc.kill()
+        proc.communicate()
+    state = Path(script_env["XDG_CACHE_HOME"]) / "ass3"
+    for name in ("state.sqlite3", "state.sqlite3-wal", "state.sqlite3-shm"):
+        (state / name).unlink(missing_ok=True)  # the state cache is lost; the markers stay
+
     result = run_script("ass3Backup.py", *args, "-v", env=script_env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "aborted 1 incomplete upload left under data/ by an interrupted run" in result.stderr
