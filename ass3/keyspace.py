@@ -37,7 +37,7 @@ LISTING_THREADS = 16
 RANGES_PER_THREAD = 2
 # Pages a range may list ahead of the reader: memory is at most threads x (this + 1)
 # pages, the one in hand included.
-QUEUE_PAGES = 2
+QUEUE_PAGES = 4
 # How many single folders to go down through looking for several (home/USER/...).
 MAX_DEPTH = 4
 # How often a thread waiting on a full queue looks whether the reader has gone.
