@@ -29,7 +29,8 @@ flows through a run. Lower modules never import higher ones.
     connection   the boto3 session and client, request counting, dropping features
                  a server refuses (multipart, CRC32)
     remote       bucket setup and checks, listings of objects and versions,
-                 versioning and lifecycle reads, checksums held in S3
+                 versioning and lifecycle reads, checksums held in S3;
+                 keyspace: a long listing read in parallel ranges, in key order
     history      run records and object versions in S3, retention
     listings     --list: buckets, backups and their objects
     tree         the tree beyond file bytes (folders, symlinks, owners, hard links,

@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # the stubs are a development dependency only
     from types_boto3_sts import STSClient
 
 from ass3.model import Ass3Error
+from ass3.pacing import Pacer
 from ass3.s3errors import (
     NO_CREDENTIALS_HELP,
     describe_client_error,
@@ -212,6 +213,8 @@ class Connection:
         self._lock = threading.Lock()
         self._completed: dict[str, tuple[str | None, str | None]] = {}
         self._completion_checks: dict[str, Callable[[], None]] = {}
+        # Throttling shrinks the requests in flight for the whole run, up to the pool.
+        self.pacer = Pacer(ceiling=self.workers * 2)
         self.config = Config(
             region_name=self.region,
             # Workers send small files themselves; big files' parts use as many more.
@@ -257,6 +260,8 @@ class Connection:
             else self.session.client("sts", endpoint_url=endpoint, config=config)
         )
         client.meta.events.register("before-send", self._count)
+        if service == "s3":
+            self.pacer.attach(client.meta.events)
         client.meta.events.register("before-sign.s3.PutObject", _send_small_bodies_at_once)
         client.meta.events.register(
             "before-parameter-build.s3.CompleteMultipartUpload", self._check_completion

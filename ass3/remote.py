@@ -1,6 +1,7 @@
 """The bucket side: naming and creating the bucket with safe settings, checking it
-is ours, listing a backup's objects in one paginated pass, reading the checksums
-S3 holds, aborting the incomplete uploads a killed run left.
+is ours, listing a backup's objects (a page at a time, or in parallel ranges on AWS:
+`keyspace`), reading the checksums S3 holds, aborting the incomplete uploads a killed
+run left.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ass3.connection import BUCKET_ENV, Connection
+from ass3.keyspace import list_keys
 from ass3.model import (
     META_MD5,
     Ass3Error,
@@ -183,9 +185,10 @@ def list_remote(
     under: str = "",
     delimiter: str | None = None,
 ) -> Iterator[RemoteObject]:
-    """Every object under PREFIX/, from one paginated ListObjectsV2 pass, in key order.
+    """Every object under PREFIX/, from ListObjectsV2 pages, in key order.
 
-    One request per 1000 keys; never a HeadObject per file. AWS lists in UTF-8 byte
+    One request per 1000 keys, and a few more when a long listing is read in parallel
+    ranges (on AWS: `keyspace`); never a HeadObject per file. AWS lists in UTF-8 byte
     order, so there the listing streams straight into the plan. Another server may
     list in another order, and a plan made from it would take existing files for new
     ones: there the whole listing is read and put in order first (`_sorted_by_key`),
@@ -203,22 +206,18 @@ def list_remote(
 def _listing(
     conn: Connection, bucket: str, prefix: str, under: str = "", delimiter: str | None = None
 ) -> Iterator[RemoteObject]:
-    """The objects under PREFIX/UNDER in the order the server lists them."""
-    paginator = conn.client.get_paginator("list_objects_v2")
-    options: DelimiterArgs = {"Delimiter": delimiter} if delimiter else {}
+    """The objects under PREFIX/UNDER in the order the server lists them; on AWS, a
+    listing longer than a page is read in parallel ranges (`keyspace`)."""
     with fatal_errors("ListObjectsV2", bucket, prefix):
-        pages = paginator.paginate(
-            Bucket=bucket, Prefix=f"{prefix}/{under}", **options, **conn.owner_args()
-        )
-        for page in pages:
-            for item in page.get("Contents", []):
-                yield RemoteObject(
-                    item["Key"][len(prefix) + 1 :],
-                    item["Key"],
-                    item["Size"],
-                    item["ETag"].strip('"'),
-                    item["LastModified"],
-                )
+        items = list_keys(conn, bucket, f"{prefix}/{under}", split=conn.on_aws, delimiter=delimiter)
+        for item in items:
+            yield RemoteObject(
+                item["Key"][len(prefix) + 1 :],
+                item["Key"],
+                item["Size"],
+                item["ETag"].strip('"'),
+                item["LastModified"],
+            )
 
 
 def _sorted_by_key(objects: Iterable[RemoteObject], where: str) -> Iterator[RemoteObject]:

@@ -21,7 +21,12 @@ from dataclasses import dataclass
 
 from ass3.model import Ass3Error, GiB, MiB
 
-DEFAULT_WORKERS = 8
+# Small files are one round trip each, so over a link of 40 ms 32 workers moved 1000 of
+# them 1.6-1.9x faster than 8, with no measurable cost at no added latency, and 64 gained
+# nothing more (docs/concurrency.md). Memory: a worker holds at most one file below the
+# multipart threshold, so 32 x 8 MiB at worst; throttling shrinks the requests in flight
+# (pacing.py).
+DEFAULT_WORKERS = 32
 MULTIPART_THRESHOLD = 8 * MiB
 MULTIPART_CHUNKSIZE = 8 * MiB
 
