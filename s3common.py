@@ -52,7 +52,8 @@ flows through a run. Lower modules never import higher ones.
                  differs, extra), judged on listings, digests and sizes
     check        --check (and --read-data): a backup still as recorded, unrestored
     diff         --diff: a local folder against a backup, without downloading
-    cli          argument groups, connect, output, run_main (errors -> exit codes)
+    options      the options both scripts share, their types, the one-line-error parser
+    cli          connect, output, run_main (errors -> exit codes)
 
 The functions the original design named, and where each job lives now:
 
@@ -74,23 +75,14 @@ from ass3.backup import backup
 from ass3.cache import StateCache, default_cache_path
 from ass3.check import check
 from ass3.cli import (
-    Parser,
-    add_check_arguments,
-    add_connection_arguments,
-    add_deletion_arguments,
-    add_selection_arguments,
-    check_arguments_problem,
     check_or_diff,
     connect,
     finish,
     listener_for,
-    parse_intermixed,
-    positive_int,
     print_listing,
     print_runs,
     progress_for,
     run_main,
-    storage_class,
 )
 from ass3.connection import (
     DEFAULT_MAX_ATTEMPTS,
@@ -133,6 +125,17 @@ from ass3.model import (
     Summary,
 )
 from ass3.names import default_prefix, normalize_prefix, unsafe_key_reason, validate_bucket_name
+from ass3.options import (
+    Parser,
+    add_check_arguments,
+    add_connection_arguments,
+    add_deletion_arguments,
+    add_selection_arguments,
+    check_arguments_problem,
+    parse_intermixed,
+    positive_int,
+    storage_class,
+)
 from ass3.partial import Selection
 from ass3.plan import (
     cache_vouches,
