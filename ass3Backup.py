@@ -44,23 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="list buckets and backups, or the objects of backup NAME, then exit",
     )
     what = parser.add_argument_group("what to back up")
-    what.add_argument(
-        "--exclude",
-        dest="rules",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        type=lambda pattern: ("exclude", pattern),
-        help="leave out paths matching PATTERN (gitignore rules: *.tmp, node_modules/, "
-        "**/.cache/); repeatable; DIR/.ass3ignore is read too",
-    )
-    what.add_argument(
-        "--include",
-        dest="rules",
-        action="append",
-        metavar="PATTERN",
-        type=lambda pattern: ("include", pattern),
-        help="take back paths an earlier --exclude left out; later patterns win",
+    s3common.add_filter_arguments(
+        what, "gitignore rules: *.tmp, node_modules/, **/.cache/; DIR/.ass3ignore is read too"
     )
     what.add_argument(
         "--follow-symlinks",

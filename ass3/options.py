@@ -159,7 +159,13 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
         help="only these files or folders of the backup (relative to its top; a folder "
         "means everything below it, a trailing / means only a folder)",
     )
-    group = parser.add_argument_group("part of the backup")
+    add_filter_arguments(
+        parser.add_argument_group("part of the backup"), "gitignore rules, as for a backup"
+    )
+
+
+def add_filter_arguments(group: argparse._ArgumentGroup, rules: str) -> None:
+    """--exclude and --include, in the order given, as (kind, pattern) in `args.rules`."""
     group.add_argument(
         "--exclude",
         dest="rules",
@@ -167,7 +173,7 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="PATTERN",
         type=lambda pattern: ("exclude", pattern),
-        help="leave out paths matching PATTERN (gitignore rules, as for a backup); repeatable",
+        help=f"leave out paths matching PATTERN ({rules}); repeatable",
     )
     group.add_argument(
         "--include",
