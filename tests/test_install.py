@@ -14,7 +14,9 @@ import s3common
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`pip install .` into a folder of its own (the dependencies are the test's own)."""
+    """`pip install .` into a folder of its own, as a user would (pip fetches the build
+    backend, setuptools, into an isolated build environment); the dependencies are the
+    test's own."""
     target = tmp_path_factory.mktemp("installed")
     subprocess.run(
         [
@@ -24,7 +26,6 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "install",
             "--quiet",
             "--no-deps",
-            "--no-build-isolation",
             "--target",
             str(target),
             str(PROJECT),

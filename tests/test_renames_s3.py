@@ -320,7 +320,9 @@ def test_an_unversioned_source_deleted_behind_the_tools_back_is_uploaded_instead
     set_tree(root, {"a": b"A" * 100, "keep": b"k"})
     back_up(conn, root, bucket)
     s3.delete_object(Bucket=bucket, Key="data/a")
-    set_tree(root, {"b": b"A" * 100, "keep": b"k"})
+    # A rename, leaving "keep" as it was: rewritten, it could take a CopyObject of its own
+    # to refresh its mtime metadata when the runs are over a second apart.
+    (root / "a").rename(root / "b")
     calls = count_calls(conn.client)
     summary = back_up(conn, root, bucket)
     assert (summary.copied, summary.transferred) == (0, 1)
