@@ -20,6 +20,7 @@ from typing import BinaryIO
 from botocore.exceptions import ReadTimeoutError, ResponseStreamingError
 from s3transfer.manager import TransferManager
 
+from ass3 import reading
 from ass3.connection import Connection, KnownTransfer
 from ass3.files import (
     READ_CHUNK,
@@ -206,10 +207,13 @@ def restore_step(
     read_bytes = 0
     if reason == SAME_SIZE:
         assert isinstance(step.target, LocalFile)
-        with open(step.target.path, "rb") as fileobj:
-            digest = local_checksum(fileobj, conn.part_size_for(remote.size))
+        try:  # the file the walk saw, never a FIFO or a link swapped in since (no hang)
+            with reading.open_scanned(step.target) as fileobj:
+                digest = local_checksum(fileobj, conn.part_size_for(remote.size))
+        except FileProblem:
+            digest = None  # replaced since the walk: the download puts the object in its place
         read_bytes = remote.size
-        if content_matches(conn, bucket, remote, digest):
+        if digest is not None and content_matches(conn, bucket, remote, digest):
             return Outcome(step.rel, transferred=False, size=remote.size, read_bytes=read_bytes)
         reason = CONTENT_CHANGED
     if dry_run:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -437,3 +438,35 @@ def test_local_only_files_are_sorted_into_leftovers_and_extras() -> None:
         "d/extra",
         "dd/.ass3-x.aaaaaaaa.part",
     ]
+
+
+def test_a_same_size_file_swapped_for_a_fifo_does_not_hang_the_restore(
+    conn: Connection, s3: Any, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Restore compares a local file of the object's size by its MD5; a FIFO put in its
+    place after the walk would block that read forever. The object takes its place."""
+    upload(s3, bucket, {"f": b"remote"})
+    dest = tmp_path / "dest"
+    make_tree(dest / "data", {"f": b"local!"})  # same size, other content
+    real = restore.restore_step
+
+    def fifo_first(*args: Any, **kwargs: Any) -> Any:  # after the walk, before the compare
+        path = dest / "data" / "f"
+        if path.is_file():
+            path.unlink()
+            os.mkfifo(path)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(restore, "restore_step", fifo_first)
+    result: list[s3common.Summary] = []
+    worker = threading.Thread(target=lambda: result.append(run_restore(conn, bucket, dest)))
+    worker.start()
+    worker.join(timeout=60)
+    if worker.is_alive():  # unblock the read so the test run can end, then fail
+        with open(dest / "data" / "f", "wb"):
+            pass
+        worker.join()
+        pytest.fail("the restore blocked on a FIFO")
+    (summary,) = result
+    assert (summary.failures, summary.transferred) == ([], 1)
+    assert read_tree(dest / "data") == {"f": b"remote"}
