@@ -34,6 +34,7 @@ from ass3.model import (
     RemoteObject,
     Step,
     Summary,
+    plural,
     printable,
 )
 from ass3.names import (
@@ -222,11 +223,13 @@ def restore(
         tree = record.tree if record else None
         if tree is not None and not selection.everything:
             tree = tree.only(selection.selects)
+        recorded = (
+            [entry for entry in record.files if selection.selects(entry.rel)] if record else []
+        )
         if progress:
             progress.phase("")
             if record:  # the totals, from the first second (the listing may add a few)
-                files = [entry for entry in record.files if selection.selects(entry.rel)]
-                progress.expect(len(files), sum(entry.size for entry in files))
+                progress.expect(len(recorded), sum(entry.size for entry in recorded))
         objects = _first_or_explain(conn, bucket, prefix, source, summary.method, tree)
         with _opened_root(destination, prefix, dry_run=dry_run) as root_fd:
             extras: list[Step] = []
@@ -263,6 +266,15 @@ def restore(
             if progress:
                 progress.phase("linking, and setting folders, owners and times")
             work.link(download)
+            if record and run_id is None and as_of is None and restorable.count < len(recorded):
+                # Files the newest run left that the listing did not show: deleted since by
+                # another tool, or lost by a server whose listing skips keys (s3rver does).
+                missing = len(recorded) - restorable.count
+                summary.warn(
+                    prefix,
+                    f"the newest run record lists {plural(missing, 'more file')} than the "
+                    "bucket listed now; deleted since, or not listed by the server",
+                )
             _remove_leftovers(summary, leftovers, root, root_fd)
             if delete:
                 refusal = deletion_refusal(
