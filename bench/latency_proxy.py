@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BUFFER = 256 * 1024
+_RELAYS: set[asyncio.Task[None] | None] = set()
 
 
 @dataclass
@@ -87,12 +88,18 @@ async def _relay(
         client_writer.close()
         return
     conversation = Conversation()
-    await asyncio.gather(
-        _pump(client_reader, server_writer, "client", conversation, link),
-        _pump(server_reader, client_writer, "server", conversation, link),
-    )
-    for writer in (client_writer, server_writer):
-        writer.close()
+    # asyncio drops its own reference to this task when the client's side is lost.
+    this = asyncio.current_task()
+    _RELAYS.add(this)
+    try:
+        await asyncio.gather(
+            _pump(client_reader, server_writer, "client", conversation, link),
+            _pump(server_reader, client_writer, "server", conversation, link),
+        )
+    finally:
+        for writer in (client_writer, server_writer):
+            writer.close()
+        _RELAYS.discard(this)
 
 
 def _follow_stdin(link: Link) -> None:

@@ -220,6 +220,7 @@ def resume_phase(bench: Bench, mib: int, rng: random.Random) -> list[Result]:
             bench.scratch,
             kill_when=lambda: bench.app.bytes_sent() >= size // 2,
         )
+        _settle(bench.app, bench.latency_ms)
         killed = bench.app.reset()
         result = run_tool(bench, job, "g", local, ["big.bin"])
         result.extra = {
@@ -238,6 +239,17 @@ def resume_phase(bench: Bench, mib: int, rng: random.Random) -> list[Result]:
         again = result.bytes_sent / MiB
         print(f"  {result.tool}: {sent:.1f} MiB sent before the kill, then {again:.1f}")
     return results
+
+
+def _settle(app: CountingApp, latency_ms: float) -> None:
+    """Wait until bytes a killed run left in flight (sockets, the proxy) stop arriving, so
+    they count for that run and not the next."""
+    quiet = max(0.3, 3 * latency_ms / 1000)
+    last, since = app.bytes_sent(), time.perf_counter()
+    while time.perf_counter() - since < quiet:
+        time.sleep(0.02)
+        if (now := app.bytes_sent()) != last:
+            last, since = now, time.perf_counter()
 
 
 def sweep(bench: Bench, workers: list[int]) -> list[Result]:
