@@ -52,6 +52,7 @@ def rclone_version() -> str | None:
 
 
 def available_tools() -> list[str]:
+    """ass3, and each peer that is installed here."""
     return ["ass3"] + (["aws"] if aws_command() else []) + (["rclone"] if rclone_version() else [])
 
 

@@ -170,13 +170,11 @@ def _ratios(
     return ratios
 
 
-def _median_of(results: list[Result], tool: str, of: Callable[[Result], float | None]) -> str:
+def _median_of(
+    results: list[Result], tool: str, of: Callable[[Result], float | None], digits: int = 1
+) -> str:
     values = [v for r in results if r.tool == tool and (v := of(r)) is not None]
-    return "-" if not values else f"{statistics.median(values):.{0 if of is _requests else 1}f}"
-
-
-def _requests(result: Result) -> float:
-    return result.requests
+    return "-" if not values else f"{statistics.median(values):.{digits}f}"
 
 
 def _operations(results: list[Result], tool: str) -> str:
@@ -200,7 +198,7 @@ def phase_table(results: list[Result], tools: list[str]) -> str:
             continue
         cells = [f"({phase}) {title}"]
         cells += [_median_range(_ratios(rows, "ass3", peer, lambda r: r.wall_s)) for peer in peers]
-        cells.append(" / ".join(_median_of(rows, tool, _requests) for tool in tools))
+        cells.append(" / ".join(_median_of(rows, tool, lambda r: r.requests, 0) for tool in tools))
         # Per object only where there are many: a few objects' CPU is the start-up's.
         cpu = [_median_of(rows, tool, lambda r: r.cpu_ms_per_object) for tool in tools]
         cells.append(" / ".join(cpu) if phase in ("a", "e") else "-")
