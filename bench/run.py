@@ -388,9 +388,11 @@ def main(argv: list[str] | None = None) -> int:
             for repeat in range(args.repeat):
                 results += run_repeat(args, tools, latency_ms, repeat, server)
     total = time.perf_counter() - started
-    tables = "\n".join(markdown(results, tools, latency) for latency in args.latency_ms)
     load = " ".join(f"{value:.2f}" for value in os.getloadavg())
-    print(f"\nload at the end {load}; total benchmark time {total:.0f}s\n\n{tables}")
+    started_load = " ".join(f"{value:.2f}" for value in info["load"])
+    tables = f"{info['date']}, load average {started_load} at the start, {load} at the end\n\n"
+    tables += "\n".join(markdown(results, tools, latency) for latency in args.latency_ms)
+    print(f"\ntotal benchmark time {total:.0f}s\n\n{tables}")
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(tables)
