@@ -33,7 +33,8 @@ What it does, and why this way:
 * With --sweep W1,W2,..., ass3 uploads and restores the dataset again at each --workers W,
   each into a fresh bucket, compared with the peers' (a) and (e) of the same repeat.
 * --repeat N runs it all N times, each on a fresh server state and dataset; the tables give
-  medians of the per-repeat ratios.
+  medians of the per-repeat ratios. With --phases b alone, one set-up serves the N no-change
+  runs, which change nothing.
 
 For each tool and phase: wall and client CPU seconds (RUSAGE_CHILDREN, so neither the
 in-process server nor the proxy is counted), requests by operation, bytes sent, objects
@@ -164,8 +165,11 @@ def _title(bench: Bench, phase: str, note: str) -> str:
     return f"({phase}) {PHASES[phase]}: {note} [{where}]"
 
 
-def run_phases(bench: Bench, rng: random.Random, phases: str) -> list[Result]:
-    """Make each phase's edits, run every tool on it, print what it did."""
+def run_phases(bench: Bench, rng: random.Random, phases: str, rounds: int = 1) -> list[Result]:
+    """Make each phase's edits, run every tool on it `rounds` times, print what it did.
+
+    More than one round only for phases that change nothing (b): each round is a repeat.
+    """
     data = bench.data
     count = max(1, len(data.small) // 100)
     picked = rng.sample(data.small, min(2 * count, len(data.small)))
@@ -192,15 +196,19 @@ def run_phases(bench: Bench, rng: random.Random, phases: str) -> list[Result]:
         local = {rel: local_etags(data.root / rel) for rel in data.files} if phase != "e" else {}
         if setup and bench.proxy:
             bench.proxy.set_latency(0)
-        done = [
-            run_tool(bench, _job(bench, tool, phase), phase, local, edited) for tool in bench.tools
-        ]
+        for round_ in range(1 if setup else rounds):
+            bench.repeat += round_ > 0
+            done = [
+                run_tool(bench, _job(bench, tool, phase), phase, local, edited)
+                for tool in bench.tools
+            ]
+            for result in done:
+                result.kind = "setup" if setup else "phase"
+            title = ("set-up, not measured: " if setup else "") + _title(bench, phase, note)
+            print_phase(title, done)
+            results += done
         if setup and bench.proxy:
             bench.proxy.set_latency(bench.latency_ms)
-        for result in done:
-            result.kind = "setup" if setup else "phase"
-        print_phase(("set-up, not measured: " if setup else "") + _title(bench, phase, note), done)
-        results += done
     return results
 
 
@@ -278,9 +286,15 @@ def reset_server(endpoint: str) -> None:
 
 
 def run_repeat(
-    args: argparse.Namespace, tools: list[str], latency_ms: float, repeat: int, server: Any
+    args: argparse.Namespace,
+    tools: list[str],
+    latency_ms: float,
+    repeat: int,
+    server: Any,
+    rounds: int = 1,
 ) -> list[Result]:
-    """Every phase once, on a fresh server state, dataset and cache."""
+    """Every phase once (`rounds` times for a no-change run), on a fresh server state,
+    dataset and cache."""
     endpoint, app = server
     reset_server(endpoint)
     rng = random.Random(args.seed)
@@ -303,7 +317,7 @@ def run_repeat(
             bench = Bench(
                 tools, data, scratch, env, app, client, args.workers, latency_ms, repeat, proxy
             )
-            results = run_phases(bench, rng, args.phases)
+            results = run_phases(bench, rng, args.phases, rounds)
             if "g" in args.phases:
                 results += resume_phase(bench, args.resume_mib, rng)
             if args.sweep:
@@ -385,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     with s3_server() as server:
         for latency_ms in args.latency_ms:
+            if args.phases == "b":  # the no-change run changes nothing: one set-up serves all
+                results += run_repeat(args, tools, latency_ms, 0, server, args.repeat)
+                continue
             for repeat in range(args.repeat):
                 results += run_repeat(args, tools, latency_ms, repeat, server)
     total = time.perf_counter() - started
