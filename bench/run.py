@@ -381,7 +381,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    tools = available_tools()
+    tools = available = available_tools()
     if args.tools:
         wanted = args.tools.split(",")
         if set(wanted) - set(tools) or "ass3" not in wanted:
@@ -395,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"platform {info['platform']}")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     print(f"tools: {', '.join(tools)}; ass3 --workers {args.workers}")
+    for peer, install in (("aws", "pip install awscli"), ("rclone", "apt-get install rclone")):
+        if peer not in available:
+            print(f"{peer} is not installed ({install}): left out")
     started = time.perf_counter()
     results: list[Result] = []
     with s3_server() as server:
