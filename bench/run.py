@@ -123,7 +123,7 @@ def run_tool(
         caught = not problems
         detail = "match" if caught else f"MISMATCH {len(problems)}, e.g. {problems[0]}"
         detail += f"; mtimes kept {kept}"
-        objects = len(traffic.read)
+        objects = len({key for key in traffic.read if not is_run_record(key)})
     else:
         remote = remote_etags(bench.client, job.bucket, job.prefix)
         # ass3's run records (.ass3/runs/...) are history, not copies of dataset files.
