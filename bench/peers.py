@@ -4,7 +4,8 @@ Fairness: every tool gets the same environment (fake credentials, the endpoint, 
 AWS config file, every other AWS_* variable removed) and runs at its defaults but for the
 options that make it do the same job: `aws s3 sync --only-show-errors` (10 concurrent
 requests, 8 MiB parts), `rclone sync --checksum --fast-list` (4 transfers, 8 checkers, one
-PUT below 200 MiB) and ass3 with --workers N. `--delete` where a phase deletes.
+PUT below 200 MiB) and ass3 at its default --workers unless told. `--delete` where a phase
+deletes.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class Job:
     folder: Path
     up: bool = True
     delete: bool = False
-    workers: int = 8
+    workers: int | None = None  # ass3's --workers; None leaves its default
 
     @property
     def restored(self) -> Path:
@@ -105,7 +106,8 @@ class Job:
 
 def command_for(job: Job) -> list[str]:
     if job.tool == "ass3":
-        common = ["--bucket", job.bucket, "--workers", str(job.workers)]
+        common = ["--bucket", job.bucket]
+        common += ["--workers", str(job.workers)] if job.workers else []
         common += ["--delete"] if job.delete else []
         if not job.up:
             script = [sys.executable, str(RESTORE_SCRIPT), job.prefix, "--dest", str(job.folder)]

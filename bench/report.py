@@ -54,7 +54,7 @@ class Result:
     phase: str
     latency_ms: float
     repeat: int
-    workers: int
+    workers: int | None
     wall_s: float
     cpu_s: float
     returncode: int

@@ -7,7 +7,7 @@ Usage (from the repository root):
     pip install -r bench/requirements.txt        # and rclone from the system's packages
     python bench/run.py [--files 500] [--big 1] [--big-mib 16] [--min-kib 1] [--max-kib 16]
                         [--latency-ms 0,40] [--repeat 3] [--phases abcdefg] [--resume-mib 64]
-                        [--sweep 8,16,32,64] [--workers 8] [--seed 1]
+                        [--sweep 8,16,32,64] [--workers N] [--seed 1]
                         [--json bench/out/results.json] [--markdown bench/out/tables.md]
 
 With no flags it takes about a minute on a quiet two-core machine. bench/out/ is git-ignored.
@@ -100,7 +100,7 @@ class Bench:
     env: dict[str, str]
     app: CountingApp
     client: Any
-    workers: int
+    workers: int | None
     latency_ms: float
     repeat: int
     proxy: LatencyProxy | None
@@ -346,7 +346,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--min-kib", type=int, default=1, help="smallest small file in KiB")
     parser.add_argument("--max-kib", type=int, default=16, help="largest small file in KiB")
     parser.add_argument("--seed", type=int, default=1, help="dataset and edit seed")
-    parser.add_argument("--workers", type=int, default=8, help="ass3 --workers (default 8)")
+    parser.add_argument("--workers", type=int, help="ass3 --workers (default: ass3's own)")
     parser.add_argument(
         "--latency-ms",
         type=lambda text: _numbers(float, text),
@@ -372,7 +372,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0 <= args.min_kib <= args.max_kib or args.files < 1 or args.big < 0:
         parser.error("need --files >= 1, --big >= 0 and 0 <= --min-kib <= --max-kib")
-    if args.repeat < 1 or args.workers < 1 or args.resume_mib < 1 or 0 in args.sweep:
+    if args.repeat < 1 or (args.workers or 1) < 1 or args.resume_mib < 1 or 0 in args.sweep:
         parser.error("--repeat, --workers, --resume-mib and --sweep values must be 1 or more")
     if set(args.phases) - set(PHASES):
         parser.error(f"--phases takes letters of {''.join(PHASES)}")
@@ -394,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"platform {info['platform']}")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
-    print(f"tools: {', '.join(tools)}; ass3 --workers {args.workers}")
+    workers = f"--workers {args.workers}" if args.workers else "its default --workers"
+    print(f"tools: {', '.join(tools)}; ass3 at {workers}")
     for peer, install in (("aws", "pip install awscli"), ("rclone", "apt-get install rclone")):
         if peer not in available:
             print(f"{peer} is not installed ({install}): left out")
