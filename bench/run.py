@@ -10,7 +10,7 @@ Usage (from the repository root):
                         [--sweep 8,16,32,64] [--workers N] [--seed 1]
                         [--json bench/out/results.json] [--markdown bench/out/tables.md]
 
-With no flags it takes about a minute on a quiet two-core machine. bench/out/ is git-ignored.
+With no flags it takes under a minute on a quiet two-core machine. bench/out/ is git-ignored.
 
 What it does, and why this way:
 
