@@ -1,20 +1,29 @@
-"""Listing a big backup in parallel, still as one stream in key order.
+"""Listing a big backup in parallel, still as one stream.
 
 A listing page holds 1000 keys, and each page names where the next one starts, so a
 plain listing of a million keys is a thousand round trips one after another before
 the last decision can be made. Here the first page is read as before (a backup that
 fits in it costs its one request, as always). When there is more, one ListObjectsV2
-with Delimiter '/' over the rest shows the folders that follow, in which a folder of
-any size is one line (going a few levels down when there is one folder only, as in
-home/USER/...). Their names cut the rest of the key space into ranges, (START, END]
-in key order; a few threads list one range each (StartAfter=START, stopping past END)
-into a queue of a few pages, and the ranges are read back one after the other, so the
-caller still sees one stream in key order, and memory stays at a few pages per thread
-however big the backup is. A range ends by reading one page past its END, so the cost
-is at most one request more per range, on top of one per 1000 keys.
+with Delimiter '/' shows the folders and files at the top (going a few levels down
+while there is a single folder, as in home/USER/...), and the rest is cut into
+segments that threads list at once, each into a queue of a few pages, read back one
+after the other in key order. Memory stays at a few pages per thread however big the
+backup is.
 
-The ranges rely on the server listing and starting after keys in UTF-8 byte order,
-which Amazon S3 does; `remote.list_remote` uses this only there.
+* Up to a few dozen folders: a segment per folder, listed with that folder as its
+  Prefix. Every key under the top is in exactly one folder or among the files seen
+  at some level, whatever order the server lists in, so this holds on any server
+  that implements Prefix and Delimiter. On a server that may not list in byte order,
+  folders are listed whole (the first page's keys are not passed on twice) and no
+  StartAfter is trusted. Servers that filter by prefix before sorting (moto, servers
+  keeping folders as directories) also do less work per page this way.
+* More folders than that, on AWS only: the folder names cut the keys after the first
+  page into ranges, (START, END] in key order, each listed with StartAfter=START and
+  stopped one page past END; this relies on S3's listing in UTF-8 byte order, which
+  Amazon S3 guarantees. Elsewhere such a backup is listed one page after the other.
+
+The cost is one request for the look at the folders, plus at most one per segment
+(its last page, part full), on top of one per 1000 keys.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import queue
 import threading
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypedDict
 
 from ass3.connection import Connection
@@ -31,11 +41,11 @@ from ass3.plan import key_order
 if TYPE_CHECKING:
     from types_boto3_s3.type_defs import ListObjectsV2OutputTypeDef, ObjectTypeDef
 
-# Threads listing ranges at once (never more than the run's workers), and ranges per
-# thread: more ranges balance uneven folders better, each costs up to one request.
+# Threads listing segments at once (never more than the run's workers), and segments
+# per thread: more segments balance uneven folders better, each costs up to one request.
 LISTING_THREADS = 16
 RANGES_PER_THREAD = 2
-# Pages a range may list ahead of the reader: memory is at most threads x (this + 1)
+# Pages a segment may list ahead of the reader: memory is at most threads x (this + 1)
 # pages, the one in hand included.
 QUEUE_PAGES = 4
 # How many single folders to go down through looking for several (home/USER/...).
@@ -51,6 +61,22 @@ class ListArgs(TypedDict, total=False):
     StartAfter: str
 
 
+@dataclass(frozen=True)
+class Segment:
+    """The keys under `prefix`, after `after` if given, up to `end` (inclusive) if given."""
+
+    prefix: str
+    after: str | None = None
+    end: str | None = None
+
+    @property
+    def first(self) -> str:
+        """Where the segment starts in key order, to place it among the others."""
+        return self.after if self.after is not None else self.prefix
+
+
+# What the reader gets, in key order: a segment to list, or objects already listed.
+Source = Segment | list["ObjectTypeDef"]
 Range = tuple[str, str | None]  # (START, END]: keys after START up to END; None: to the end
 
 
@@ -80,16 +106,41 @@ def in_range(key: str, end: str | None) -> bool:
 
 def folder_of(key: str, prefix: str) -> str | None:
     """The folder directly below `prefix` that holds `key` ('P/a/' for 'P/a/b/c'); None
-    for a key directly in `prefix`."""
+    for a key directly in `prefix` or not under it."""
+    if not key.startswith(prefix):
+        return None
     slash = key.find("/", len(prefix))
     return key[: slash + 1] if slash >= 0 else None
 
 
+def in_key_order(files: Sequence[ObjectTypeDef], segments: Sequence[Segment]) -> list[Source]:
+    """Files and segments merged by where each starts. A folder's keys are one unbroken
+    stretch of the key order, and no file at its level or above falls inside it, so
+    this is the order of every key they hold."""
+    starts: list[tuple[bytes, Source]] = [(key_order(item["Key"]), [item]) for item in files]
+    starts += [(key_order(segment.first), segment) for segment in segments]
+    merged: list[Source] = []
+    for _, source in sorted(starts, key=lambda pair: pair[0]):
+        if isinstance(source, list) and merged and isinstance(merged[-1], list):
+            merged[-1].extend(source)
+        else:
+            merged.append(source)
+    return merged
+
+
 def list_keys(
-    conn: Connection, bucket: str, prefix: str, *, split: bool, delimiter: str | None = None
+    conn: Connection,
+    bucket: str,
+    prefix: str,
+    *,
+    split: bool = True,
+    byte_order: bool,
+    delimiter: str | None = None,
 ) -> Iterator[ObjectTypeDef]:
-    """The objects whose keys start with `prefix`, in the order the server lists them;
-    in parallel ranges after the first page when `split` (see the module's docstring)."""
+    """The objects whose keys start with `prefix`; after the first page, in segments
+    listed in parallel when `split` (see the module's docstring). With `byte_order`
+    (AWS) the stream is in key order and StartAfter is trusted; without, it holds every
+    key once, in the server's order within each segment."""
     options: ListArgs = {"Delimiter": delimiter} if delimiter else {}
     pages = _pages(conn, bucket, prefix, options)
     first = next(pages, None)
@@ -99,12 +150,18 @@ def list_keys(
     yield from contents
     if not first.get("IsTruncated"):
         return
-    if not split or delimiter or not contents:
-        for page in pages:
-            yield from page.get("Contents", [])
+    sources = None
+    if split and not delimiter and contents:
+        sources = _cut(conn, bucket, prefix, contents[-1]["Key"], byte_order)
+    if sources is not None:
+        pages.close()
+        seen = set() if byte_order else {item["Key"] for item in contents}
+        for item in _chained(conn, bucket, sources):
+            if item["Key"] not in seen:
+                yield item
         return
-    pages.close()
-    yield from _after_first_page(conn, bucket, prefix, contents[-1]["Key"])
+    for page in pages:
+        yield from page.get("Contents", [])
 
 
 def _pages(
@@ -114,35 +171,52 @@ def _pages(
     yield from paginator.paginate(Bucket=bucket, Prefix=prefix, **options, **conn.owner_args())
 
 
-def _after_first_page(
-    conn: Connection, bucket: str, prefix: str, last: str
-) -> Iterator[ObjectTypeDef]:
-    """Every key after `last`: through ranges listed in parallel when the folders after
-    it allow a cut, else one page after the other."""
-    threads = min(conn.workers, LISTING_THREADS)
-    points: list[str] = []
+def _cut(
+    conn: Connection, bucket: str, prefix: str, last: str, byte_order: bool
+) -> list[Source] | None:
+    """The keys after the first page (ending at `last`) as sources in key order; None
+    when no cut helps and the plain listing should go on."""
+    most = min(conn.workers, LISTING_THREADS) * RANGES_PER_THREAD
+    files: list[ObjectTypeDef] = []
     level = prefix
     for _ in range(MAX_DEPTH):
-        page = _one_page(conn, bucket, level, {"Delimiter": "/", "StartAfter": last})
+        options: ListArgs = {"Delimiter": "/"}
+        if byte_order:
+            options["StartAfter"] = last
+        page = _one_page(conn, bucket, level, options)
+        contents = page.get("Contents", [])
         folders = [entry["Prefix"] for entry in page.get("CommonPrefixes", [])]
-        if level == prefix and not folders and folder_of(last, prefix) is None:
-            # One flat folder: this page is the plain listing's next page; go on from it.
-            contents = page.get("Contents", [])
-            yield from contents
-            if page.get("IsTruncated") and contents:
-                yield from _sequential(conn, bucket, prefix, contents[-1]["Key"])
-            return
-        points = split_points([*points, *folders], last, threads * RANGES_PER_THREAD)
-        if len(points) >= 2 or page.get("IsTruncated"):
+        holding = folder_of(last, level) if byte_order else None
+        if holding is not None and holding not in folders:
+            folders.insert(0, holding)  # S3 may leave out the folder the first page ended in
+        if page.get("IsTruncated"):
+            if not byte_order:
+                return None
+            if not folders and contents:  # flat: this page is the plain listing's next one
+                return in_key_order(
+                    [*files, *contents], [Segment(level, after=contents[-1]["Key"])]
+                )
+            return _ranges(prefix, last, folders, most)
+        files += contents
+        if len(folders) != 1:
             break
-        below = points[-1] if points else folder_of(last, level)
-        if below is None or below == level:
-            break
-        level = below
+        level = folders[0]
+    if len(folders) > most:
+        return _ranges(prefix, last, folders, most) if byte_order else None
+    segments = [
+        Segment(folder, after=last if byte_order and last.startswith(folder) else None)
+        for folder in folders
+    ]
+    return in_key_order(files, segments)
+
+
+def _ranges(prefix: str, last: str, folders: Sequence[str], most: int) -> list[Source] | None:
+    """Every key under `prefix` after `last` as ranges cut at folder names; None when
+    there is no folder to cut at."""
+    points = split_points(folders, last, most)
     if not points:
-        yield from _sequential(conn, bucket, prefix, last)
-        return
-    yield from _chained(conn, bucket, prefix, ranges_between(last, points), threads)
+        return None
+    return [Segment(prefix, after=start, end=end) for start, end in ranges_between(last, points)]
 
 
 def _one_page(
@@ -151,39 +225,41 @@ def _one_page(
     return conn.client.list_objects_v2(Bucket=bucket, Prefix=prefix, **options, **conn.owner_args())
 
 
-def _sequential(conn: Connection, bucket: str, prefix: str, after: str) -> Iterator[ObjectTypeDef]:
-    for page in _pages(conn, bucket, prefix, {"StartAfter": after}):
-        yield from page.get("Contents", [])
-
-
 class _Done:
-    """The end of one range's pages in its queue."""
+    """The end of one segment's pages in its queue."""
 
 
 _DONE = _Done()
 Batch = list["ObjectTypeDef"] | _Done | Exception
 
 
-def _chained(
-    conn: Connection, bucket: str, prefix: str, ranges: Sequence[Range], threads: int
-) -> Iterator[ObjectTypeDef]:
-    """Each range listed by a thread of a pool into its own bounded queue; the queues
-    read in the ranges' order.
+def _chained(conn: Connection, bucket: str, sources: Sequence[Source]) -> Iterator[ObjectTypeDef]:
+    """Each segment listed by a thread of a pool into its own bounded queue; the
+    sources read in their order.
 
-    Ranges start in their order on a first-in, first-out pool, so the range being read
-    has always started, and a thread waiting for room in a later range's queue never
+    Segments start in their order on a first-in, first-out pool, so the one being read
+    has always started, and a thread waiting for room in a later segment's queue never
     holds up the one being read. An error in a thread (access denied, a dropped
     connection after the retries) is raised here, in the reader. When the reader stops
     early, the threads see `stop` and end after at most the request they are in.
     """
+    threads = min(conn.workers, LISTING_THREADS)
     stop = threading.Event()
-    queues: list[queue.Queue[Batch]] = [queue.Queue(maxsize=QUEUE_PAGES) for _ in ranges]
+    queues: list[queue.Queue[Batch] | list[ObjectTypeDef]] = []
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ass3-list")
     try:
-        for (start, end), pages in zip(ranges, queues, strict=True):
-            pool.submit(_fill, conn, bucket, prefix, start, end, pages, stop)
-        for pages in queues:
-            while not isinstance(batch := pages.get(), _Done):
+        for source in sources:
+            if isinstance(source, Segment):
+                pages: queue.Queue[Batch] = queue.Queue(maxsize=QUEUE_PAGES)
+                pool.submit(_fill, conn, bucket, source, pages, stop)
+                queues.append(pages)
+            else:
+                queues.append(source)
+        for listed in queues:
+            if isinstance(listed, list):
+                yield from listed
+                continue
+            while not isinstance(batch := listed.get(), _Done):
                 if isinstance(batch, Exception):
                     raise batch
                 yield from batch
@@ -195,19 +271,18 @@ def _chained(
 def _fill(
     conn: Connection,
     bucket: str,
-    prefix: str,
-    start: str,
-    end: str | None,
+    segment: Segment,
     pages: queue.Queue[Batch],
     stop: threading.Event,
 ) -> None:
-    """List the keys after `start` up to `end` into `pages`, a page at a time."""
+    """List one segment into `pages`, a page at a time."""
+    options: ListArgs = {} if segment.after is None else {"StartAfter": segment.after}
     try:
-        for page in _pages(conn, bucket, prefix, {"StartAfter": start}):
+        for page in _pages(conn, bucket, segment.prefix, options):
             if stop.is_set():
                 return
             contents = page.get("Contents", [])
-            inside = [item for item in contents if in_range(item["Key"], end)]
+            inside = [item for item in contents if in_range(item["Key"], segment.end)]
             if inside:
                 _put(pages, inside, stop)
             if len(inside) < len(contents):

@@ -1,5 +1,5 @@
 """The bucket side: naming and creating the bucket with safe settings, checking it
-is ours, listing a backup's objects (a page at a time, or in parallel ranges on AWS:
+is ours, listing a backup's objects (a page at a time, or in parallel segments:
 `keyspace`), reading the checksums S3 holds, aborting the incomplete uploads a killed
 run left.
 """
@@ -188,7 +188,7 @@ def list_remote(
     """Every object under PREFIX/, from ListObjectsV2 pages, in key order.
 
     One request per 1000 keys, and a few more when a long listing is read in parallel
-    ranges (on AWS: `keyspace`); never a HeadObject per file. AWS lists in UTF-8 byte
+    segments (`keyspace`); never a HeadObject per file. AWS lists in UTF-8 byte
     order, so there the listing streams straight into the plan. Another server may
     list in another order, and a plan made from it would take existing files for new
     ones: there the whole listing is read and put in order first (`_sorted_by_key`),
@@ -206,10 +206,12 @@ def list_remote(
 def _listing(
     conn: Connection, bucket: str, prefix: str, under: str = "", delimiter: str | None = None
 ) -> Iterator[RemoteObject]:
-    """The objects under PREFIX/UNDER in the order the server lists them; on AWS, a
-    listing longer than a page is read in parallel ranges (`keyspace`)."""
+    """The objects under PREFIX/UNDER, each once; a listing longer than a page is read
+    in parallel segments (`keyspace`), in key order on AWS."""
     with fatal_errors("ListObjectsV2", bucket, prefix):
-        items = list_keys(conn, bucket, f"{prefix}/{under}", split=conn.on_aws, delimiter=delimiter)
+        items = list_keys(
+            conn, bucket, f"{prefix}/{under}", byte_order=conn.on_aws, delimiter=delimiter
+        )
         for item in items:
             yield RemoteObject(
                 item["Key"][len(prefix) + 1 :],

@@ -9,7 +9,8 @@ Why this way:
 
 * The listing is the part of a no-change run that grows with round trips: the walk and
   the merge are local. So this times `keyspace.list_keys` alone, as `list_remote` calls
-  it on AWS, with `split=False` (the plain paginated pass) and `split=True`.
+  it: one page after another (`split=False`), in segments trusting S3's byte order (on
+  AWS), and in segments by folder only (on other servers).
 * No server: a botocore `before-send` hook answers each ListObjectsV2 as S3 would, from
   a sorted list of KEYS keys in a 10 x 10 folder tree (files at the third level), after
   sleeping LATENCY ms, as a round trip on a real link would. moto, in this process or
@@ -125,22 +126,27 @@ def measure(keys: int, latencies: list[float], workers: int, repeat: int) -> Non
     conn.client.meta.events.register("before-send.s3.ListObjectsV2", fake)
     print(f"{keys} keys, --workers {workers}, median of {repeat}")
     print(f"latency  mode        wall s  ListObjectsV2  (pages: {math.ceil(keys / 1000)})")
+    # (split, byte_order): one page after another; segments trusting S3's byte order (AWS);
+    # segments by folder only (other servers, whose listing is then sorted locally).
+    modes = {"sequential": (False, True), "aws": (True, True), "any order": (True, False)}
     for latency in latencies:
         fake.latency = latency / 1000
         walls = {}
-        for split in (False, True):
+        for mode, (split, byte_order) in modes.items():
             times = []
             for _ in range(repeat):
                 calls.clear()
                 started = time.perf_counter()
-                listed = [item["Key"] for item in list_keys(conn, BUCKET, "data/", split=split)]
+                items = list_keys(conn, BUCKET, "data/", split=split, byte_order=byte_order)
+                listed = [item["Key"] for item in items]
                 times.append(time.perf_counter() - started)
-                assert listed == expected, "the listing differs from the keys"
-            walls[split] = statistics.median(times)
-            mode = "parallel" if split else "sequential"
+                assert sorted(listed) == expected, "the listing differs from the keys"
+            walls[mode] = statistics.median(times)
             count_ = calls["ListObjectsV2"]
-            print(f"{latency:5g} ms  {mode:<10}  {walls[split]:6.2f}  {count_:13d}", flush=True)
-        print(f"{latency:5g} ms  speed-up    {walls[False] / walls[True]:6.1f}x", flush=True)
+            print(f"{latency:5g} ms  {mode:<10}  {walls[mode]:6.2f}  {count_:13d}", flush=True)
+        for mode in ("aws", "any order"):
+            speed_up = walls["sequential"] / walls[mode]
+            print(f"{latency:5g} ms  speed-up, {mode}: {speed_up:.1f}x", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,18 +1,22 @@
-"""A long listing read in parallel ranges: the cuts (pure, on literals), and on moto that
-the stream is every key once, in key order, with few requests and bounded memory."""
+"""A long listing read in parallel segments: the cuts (pure, on literals), on moto that
+the stream is every key once, in key order, with few requests and bounded memory, and
+on a server listing in its own order that no key is lost or passed on twice."""
 
 from __future__ import annotations
 
 import math
 import threading
 import time
+import urllib.parse
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 from helpers import count_calls
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ass3 import keyspace
@@ -112,10 +116,15 @@ RELS = st.lists(SEGMENT, min_size=1, max_size=3).map("/".join)
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(rels=st.sets(RELS, max_size=45), under=st.sampled_from(["", "a", "a/", "b-"]))
+@given(
+    rels=st.sets(RELS, max_size=45),
+    under=st.sampled_from(["", "a", "a/", "b-"]),
+    on_aws=st.booleans(),
+)
 def test_parallel_listing_is_every_key_once_in_key_order(
-    conn: Connection, small_pages: int, rels: set[str], under: str
+    conn: Connection, small_pages: int, rels: set[str], under: str, on_aws: bool
 ) -> None:
+    conn.on_aws = on_aws  # off AWS: segments by folder only, then put in order locally
     bucket = f"ass3-test-{uuid.uuid4().hex[:12]}"
     neighbours = ["data-x/a", "datb", "dat", ".ass3/runs/data/1.json.gz", "data"]
     _fill_bucket(conn, bucket, [f"data/{rel}" for rel in rels] + neighbours)
@@ -125,7 +134,8 @@ def test_parallel_listing_is_every_key_once_in_key_order(
     assert listed == expected
     pages = max(1, math.ceil(len(expected) / small_pages))
     ranges = conn.workers * keyspace.RANGES_PER_THREAD
-    assert calls["ListObjectsV2"] <= pages + keyspace.MAX_DEPTH + ranges
+    # Off AWS the first page's keys may be listed again with their folders: one more.
+    assert calls["ListObjectsV2"] <= pages + keyspace.MAX_DEPTH + ranges + (not on_aws)
     if len(expected) <= small_pages:
         assert calls["ListObjectsV2"] == 1
 
@@ -218,3 +228,124 @@ def test_an_error_in_a_range_reaches_the_reader_as_one_line(
     with pytest.raises(Ass3Error, match="access denied: ListObjectsV2"):
         list(list_remote(conn, bucket, "data"))
     assert not _listing_threads()
+
+
+# --- on a server that does not list in byte order --------------------------------------------
+
+
+class OwnOrderServer:
+    """A before-send handler answering ListObjectsV2 as a server that lists keys in its
+    own `order` instead of S3's byte order, and continues (StartAfter or token) after
+    a name in that order, as s3rver does; `page` names a page, names URL-encoded as
+    botocore asks. Every request's query is kept in `queries`."""
+
+    def __init__(self, keys: list[str], order: Any, page: int, folder_page: int) -> None:
+        self.keys = keys
+        self.order = order
+        self.page = page
+        self.folder_page = folder_page
+        self.queries: list[dict[str, str]] = []
+
+    def __call__(self, request: Any, **_: Any) -> AWSResponse:
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(request.url).query))
+        self.queries.append(query)
+        prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
+        after = query.get("continuation-token", query.get("start-after"))
+        names: set[tuple[str, bool]] = set()
+        for key in self.keys:
+            cut = key.find(delimiter, len(prefix)) if delimiter else -1
+            if key.startswith(prefix):
+                names.add((key[: cut + 1], True) if cut >= 0 else (key, False))
+        ordered = sorted(names, key=lambda name: self.order(name[0]))
+        if after is not None:
+            ordered = [name for name in ordered if self.order(name[0]) > self.order(after)]
+        page = self.folder_page if delimiter else self.page
+        shown, more = ordered[:page], len(ordered) > page
+        quote = urllib.parse.quote
+        body = "".join(
+            f"<CommonPrefixes><Prefix>{quote(name)}</Prefix></CommonPrefixes>"
+            if folder
+            else f"<Contents><Key>{quote(name)}</Key><LastModified>2020-01-01T00:00:00.000Z"
+            f'</LastModified><ETag>"{"0" * 32}"</ETag><Size>0</Size></Contents>'
+            for name, folder in shown
+        )
+        token = f"<NextContinuationToken>{shown[-1][0]}</NextContinuationToken>" if more else ""
+        xml = (
+            '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+            f"<Name>b</Name><Prefix>{quote(prefix)}</Prefix><EncodingType>url</EncodingType>"
+            f"<KeyCount>{len(shown)}</KeyCount><MaxKeys>1000</MaxKeys>"
+            f"<IsTruncated>{str(more).lower()}</IsTruncated>{token}{body}"
+            "</ListBucketResult>"
+        )
+        return AWSResponse(request.url, 200, {}, _Body(xml.encode()))  # type: ignore[arg-type]
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self._data
+
+    def read(self, *_: Any, **__: Any) -> bytes:
+        data, self._data = self._data, b""
+        return data
+
+
+ORDERS = {
+    "bytes": key_order,
+    "utf-16": lambda name: name.encode("utf-16-be", "surrogatepass"),
+    "reversed": lambda name: bytes(255 - byte for byte in key_order(name)) + b"\xff",
+    "case-folded": lambda name: (name.casefold(), name),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rels=st.sets(RELS, max_size=40),
+    order=st.sampled_from(sorted(ORDERS)),
+    page=st.integers(min_value=2, max_value=5),
+    folder_page=st.sampled_from([2, 1000]),
+)
+# The first page ends inside a folder that holds more: on AWS it goes on after that key.
+@example(rels={"a/0", "a/1", "a/2", "a/3", "b/0", "b/1"}, order="bytes", page=3, folder_page=1000)
+def test_a_server_listing_in_its_own_order_still_gives_every_key_once(
+    rels: set[str], order: str, page: int, folder_page: int
+) -> None:
+    """Off AWS, nothing depends on the server's order: folders are listed by Prefix and
+    continued by token, never by StartAfter; the first page is not passed on twice.
+    On a server in byte order, trusting it (as on AWS) gives the keys in that order."""
+    keys = [f"data/{rel}" for rel in rels] + ["datb", "data-x/a"]
+    expected = _in_key_order([f"data/{rel}" for rel in rels])
+    for byte_order in (False, True) if order == "bytes" else (False,):
+        server = OwnOrderServer(keys, ORDERS[order], page, folder_page)
+        conn = Connection(endpoint_url="http://own-order.invalid", workers=4)
+        conn.client.meta.events.register("before-send.s3.ListObjectsV2", server)
+        items = keyspace.list_keys(conn, "b", "data/", byte_order=byte_order)
+        listed = [item["Key"] for item in items]
+        if byte_order:
+            assert listed == expected
+        else:
+            assert sorted(listed, key=key_order) == expected
+            assert not [query for query in server.queries if "start-after" in query]
+
+
+@pytest.mark.slow
+def test_off_aws_each_folder_is_its_own_prefix_listed_at_once(
+    conn: Connection, bucket: str, small_pages: int
+) -> None:
+    keys = [*_tree(2, 8), "data/zz"]  # the look at the folders fits on one small page
+    _fill_bucket(conn, bucket, keys)
+    conn.on_aws = False
+    prefixes: list[str] = []
+    conn.client.meta.events.register(
+        "before-parameter-build.s3.ListObjectsV2",
+        lambda params, **_: prefixes.append(params["Prefix"] + params.get("Delimiter", "")),
+    )
+    calls = count_calls(conn.client)
+    at_once = _most_at_once(conn)
+    assert [item.key for item in list_remote(conn, bucket, "data")] == _in_key_order(keys)
+    assert at_once["most"] >= 2
+    # The first page, the look at the folders, three pages for each folder of eight.
+    assert sorted(prefixes) == ["data/", "data//", *["data/d00/"] * 3, *["data/d01/"] * 3]
+    assert calls["ListObjectsV2"] == 1 + 1 + 3 * 2
