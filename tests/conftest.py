@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
 import pytest
+from botocore.retries.standard import ExponentialBackoff
 from helpers import Hook
 from hypothesis import HealthCheck, settings
 from moto import mock_aws
@@ -80,6 +82,12 @@ def moto_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
+def server(moto_endpoint: str) -> Any:
+    """A client on the moto server, to watch and check what the scripts do there."""
+    return boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+
+
+@pytest.fixture
 def script_env(moto_endpoint: str) -> dict[str, str]:
     """The environment a user would have, pointed at the moto server."""
     env = {
@@ -118,6 +126,21 @@ def hook(monkeypatch: pytest.MonkeyPatch) -> Hook:
 
     monkeypatch.setattr(connection.Connection, "_client", client_with_handlers)
     return lambda event, handler: handlers.append((event, handler))
+
+
+@pytest.fixture
+def instant_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore retries at once, so a test of five attempts takes no seconds."""
+    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0)
+
+
+@pytest.fixture
+def sigint_raises() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt here as at a terminal, even when the test run
+    started with SIGINT ignored (a background job of a non-interactive shell does)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import make_tree, run_script
+from helpers import a_moment_apart, back_up, fetched_keys, make_tree, run_script
 from moto.s3.models import s3_backends
 
 import s3common
@@ -29,12 +27,6 @@ FILES = {
 }
 
 
-def back_up(conn: Connection, root: Path, bucket: str) -> s3common.Summary:
-    summary = s3common.backup(conn, str(root), bucket=bucket, prefix="data")
-    assert summary.failures == [], summary.failures
-    return summary
-
-
 def check(conn: Connection, bucket: str, *paths: str, **options: Any) -> s3common.Summary:
     rules = options.pop("rules", [])
     return s3common.check(
@@ -44,17 +36,6 @@ def check(conn: Connection, bucket: str, *paths: str, **options: Any) -> s3commo
 
 def findings(report: Any) -> list[str]:
     return [finding.line() for finding in report.sorted_findings()]
-
-
-def fetched_keys(conn: Connection) -> Counter[str]:
-    """How many GetObject requests each key gets from now on."""
-    keys: Counter[str] = Counter()
-
-    def record(params: dict[str, Any], **_: object) -> None:
-        keys[params["Key"]] += 1
-
-    conn.client.meta.events.register("provide-client-params.s3.GetObject", record)
-    return keys
 
 
 def corrupt(bucket: str, key: str) -> None:
@@ -228,9 +209,7 @@ def test_without_records_a_check_as_of_a_time_heads_the_versions_of_then(
 ) -> None:
     s3common.ensure_bucket(conn, bucket)
     s3.put_object(Bucket=bucket, Key="data/a", Body=b"one", Metadata={"md5": "0" * 32})
-    time.sleep(1.1)  # LastModified has one-second resolution
-    between = datetime.now(timezone.utc)
-    time.sleep(1.1)
+    between = a_moment_apart()
     s3.put_object(Bucket=bucket, Key="data/a", Body=b"two")
     versions: list[Any] = []
     conn.client.meta.events.register(

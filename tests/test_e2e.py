@@ -7,13 +7,11 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from helpers import PROJECT, make_tree, read_tree, run_script
+from helpers import make_tree, read_tree, run_script
 
 # Every test here runs the scripts as subprocesses: deselect with -m 'not slow'.
 pytestmark = pytest.mark.slow
@@ -42,12 +40,6 @@ def tree(tmp_path: Path) -> Path:
     for rel, mode in MODES.items():
         (root / rel).chmod(mode)
     return root
-
-
-@pytest.fixture
-def server(moto_endpoint: str) -> Any:
-    """A client on the moto server, to look at what the scripts left in the bucket."""
-    return boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
 
 
 def keys(client: Any, bucket: str) -> set[str]:
@@ -204,21 +196,14 @@ def test_unreadable_entry_is_reported_and_the_rest_uploaded(
         (data / "locked.txt").write_bytes(b"secret")
     (data / locked).chmod(0)
     try:
-        result = subprocess.run(
-            [
-                *unprivileged,
-                sys.executable,
-                str(PROJECT / "ass3Backup.py"),
-                "data",
-                "--bucket",
-                bucket,
-            ],
+        result = run_script(
+            "ass3Backup.py",
+            "data",
+            "--bucket",
+            bucket,
             env=script_env,
             cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+            prefix=unprivileged,
         )
     finally:
         (data / locked).chmod(0o755)

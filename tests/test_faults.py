@@ -15,20 +15,27 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError, ConnectionClosedError
-from botocore.retries.standard import ExponentialBackoff
-from helpers import PROJECT, count_calls, make_tree, read_tree, run_script
+from helpers import (
+    PROJECT,
+    backup,
+    count_calls,
+    make_tree,
+    open_uploads,
+    read_tree,
+    run_python,
+    run_script,
+    start_python,
+)
 from moto.moto_server.werkzeug_app import MotoRequestHandler
 from moto.s3.models import s3_backends
 from urllib3.exceptions import ProtocolError
@@ -39,17 +46,11 @@ import s3common
 from s3common import Connection
 
 # Many tests here kill or interrupt script processes; the rest retry big transfers.
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("instant_backoff")]
 
 MiB = s3common.MiB
 BIG = 11 * MiB  # three 5 MiB parts with the test Connection
 TEMP_GLOB = ".ass3-*"  # the tool's temporary names, and anything derived from them
-
-
-@pytest.fixture(autouse=True)
-def instant_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retries happen at once, so a test of five attempts takes no seconds."""
-    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0)
 
 
 # --- Injecting faults -----------------------------------------------------------------------
@@ -183,10 +184,6 @@ def break_bodies(conn: Connection, breaker: BodyBreaker) -> BodyBreaker:
 # --- Small helpers ------------------------------------------------------------------------
 
 
-def backup(conn: Connection, root: Path, bucket: str) -> s3common.Summary:
-    return s3common.backup(conn, str(root), bucket=bucket, prefix="data")
-
-
 def restore(conn: Connection, dest: Path, bucket: str) -> s3common.Summary:
     return s3common.restore(conn, "data", bucket=bucket, destination=str(dest))
 
@@ -205,11 +202,6 @@ def stored(client: Any, bucket: str) -> dict[str, bytes]:
 def temporaries(root: Path) -> list[Path]:
     """Files a transfer left behind below root (none must survive a finished run)."""
     return sorted(root.rglob(TEMP_GLOB))
-
-
-def open_uploads(client: Any, bucket: str) -> list[dict[str, Any]]:
-    """Multipart uploads still open: parts S3 would keep (and bill) forever."""
-    return client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
 
 # --- 1, 2: throttling ------------------------------------------------------------------------
@@ -470,15 +462,6 @@ def test_disk_full_on_one_folder_fails_its_files_only(
 # --- 7: Ctrl-C in the middle of a multipart upload --------------------------------------------
 
 
-@pytest.fixture
-def sigint_raises() -> Iterator[None]:
-    """Ctrl-C raises KeyboardInterrupt here as at a terminal, even when the test run
-    started with SIGINT ignored (a background job of a non-interactive shell does)."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 def ctrl_c(request: Any) -> None:
     """Deliver SIGINT to the main thread, as a terminal's Ctrl-C does, then let the part go.
 
@@ -527,24 +510,10 @@ def test_ctrl_c_in_the_script_exits_130_with_one_line(
 MANY = 300  # small files, one at a time with --workers 1: slow enough to kill half way
 
 
-@pytest.fixture
-def server(moto_endpoint: str) -> Any:
-    """A client on the moto server, to watch and check what the scripts do there."""
-    return boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
-
-
 def start_script(script: str, *args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen:
     """Start a script as a user's terminal would: with Ctrl-C (SIGINT) not ignored, even
     when this test run was started as a background job, which inherits SIGINT ignored."""
-    return subprocess.Popen(
-        [sys.executable, str(PROJECT / script), *args],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    return start_python(str(PROJECT / script), *args, env=env, cwd=cwd)
 
 
 def wait_until(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 60) -> None:
@@ -759,15 +728,7 @@ def test_kill_9_during_a_multipart_download_leaves_no_litter(
     driver = textwrap.dedent(KILL_MID_DOWNLOAD).format(
         project=str(PROJECT), dest=str(tmp_path / "out")
     )
-    killed = subprocess.run(
-        [sys.executable, "-c", driver, *args],
-        env=script_env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    killed = run_python("-c", driver, *args, env=script_env, cwd=tmp_path)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not (tmp_path / "out/data/big.bin").exists()
 

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import os
-import shutil
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
-from helpers import count_calls, make_tree, read_tree
+from helpers import (
+    a_moment_apart,
+    back_up,
+    back_up_exactly,
+    count_calls,
+    make_tree,
+    read_tree,
+    restored,
+    set_tree,
+)
 
 import s3common
 from s3common import Ass3Error, Connection
@@ -20,33 +27,13 @@ RUN_2 = {"a.txt": b"two", "keep": b"k", "new.txt": b"fresh"}  # edit, delete, ad
 RUN_3 = {"a.txt": b"two", "keep": b"k", "new.txt": b"fresh", "gone/later.txt": b"back again"}
 
 
-def set_tree(root: Path, files: dict[str, bytes]) -> None:
-    """Make root hold exactly `files`."""
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
-    make_tree(root, files)
-
-
-def back_up(conn: Connection, root: Path, bucket: str, **options: object) -> s3common.Summary:
-    summary = s3common.backup(conn, str(root), bucket=bucket, prefix="data", **options)  # type: ignore[arg-type]
-    assert summary.failures == [], summary.failures
-    return summary
-
-
-def restored(conn: Connection, bucket: str, dest: Path, **options: object) -> dict[str, bytes]:
-    summary = s3common.restore(conn, "data", bucket=bucket, destination=str(dest), **options)  # type: ignore[arg-type]
-    assert summary.failures == [], summary.failures
-    return read_tree(dest / "data")
-
-
 def three_runs(conn: Connection, bucket: str, root: Path) -> list[str]:
-    run_ids = []
-    for files in (RUN_1, RUN_2, RUN_3):
-        set_tree(root, files)
-        run_ids.append(back_up(conn, root, bucket, delete=True, force=True).run_id)
+    run_ids = [
+        back_up_exactly(conn, root, bucket, files, delete=True, force=True)
+        for files in (RUN_1, RUN_2, RUN_3)
+    ]
     assert all(run_ids) and len(set(run_ids)) == 3
-    return run_ids  # type: ignore[return-value]
+    return run_ids
 
 
 @pytest.mark.slow
@@ -185,9 +172,7 @@ def test_without_records_as_of_falls_back_to_object_versions(
     s3common.ensure_bucket(conn, bucket)
     s3.put_object(Bucket=bucket, Key="data/a", Body=b"v1")
     s3.put_object(Bucket=bucket, Key="data/b", Body=b"only then")
-    time.sleep(1.1)  # LastModified has one-second resolution
-    between = datetime.now(timezone.utc)
-    time.sleep(1.1)
+    between = a_moment_apart()
     s3.put_object(Bucket=bucket, Key="data/a", Body=b"v2")
     s3.delete_object(Bucket=bucket, Key="data/b")
     s3.put_object(Bucket=bucket, Key="data/c", Body=b"later")
@@ -439,9 +424,7 @@ def test_as_of_without_records_replaces_a_newer_same_size_multipart_file(
     root = tmp_path / "src"
     set_tree(root, {"big": old})
     back_up(conn, root, bucket)
-    time.sleep(1.1)
-    between = datetime.now(timezone.utc)
-    time.sleep(1.1)
+    between = a_moment_apart()
     set_tree(root, {"big": new})
     back_up(conn, root, bucket)
     for run_id in s3common.list_run_ids(conn, bucket, "data"):

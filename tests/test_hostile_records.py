@@ -12,7 +12,6 @@ import gzip
 import hashlib
 import json
 import re
-import shutil
 import subprocess
 import sys
 import tracemalloc
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import PROJECT, count_calls, make_tree, read_tree
+from helpers import PROJECT, back_up_exactly, count_calls, read_tree, restored
 from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
@@ -43,26 +42,6 @@ BAD = "run record"  # what every warning about a skipped record says
 
 def etag(content: bytes) -> str:
     return hashlib.md5(content).hexdigest()
-
-
-def set_tree(root: Path, files: dict[str, bytes]) -> None:
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
-    make_tree(root, files)
-
-
-def back_up(conn: Connection, root: Path, bucket: str, files: dict[str, bytes]) -> str:
-    set_tree(root, files)
-    summary = s3common.backup(conn, str(root), bucket=bucket, prefix="data")
-    assert summary.failures == [] and summary.run_id, summary.failures
-    return summary.run_id
-
-
-def restored(conn: Connection, bucket: str, dest: Path, **options: Any) -> dict[str, bytes]:
-    summary = s3common.restore(conn, "data", bucket=bucket, destination=str(dest), **options)
-    assert summary.failures == [], summary.failures
-    return read_tree(dest / "data")
 
 
 def run_id_at(moment: datetime) -> str:
@@ -197,7 +176,7 @@ def test_runs_skips_a_bad_record_with_one_warning(
 ) -> None:
     """--runs lists only records a restore could use; the bad one is one warning line
     on stderr that names it, so --runs --json stays the documented shape."""
-    good = back_up(conn, tmp_path / "src", bucket, RUN_1)
+    good = back_up_exactly(conn, tmp_path / "src", bucket, RUN_1)
     bad = run_id_at(s3common.run_time(good) + timedelta(milliseconds=1))
     plant(s3, bucket, bad, payload(bad))
     lines = s3common.format_runs(conn, bucket, "data")
@@ -211,7 +190,7 @@ def test_runs_through_main_is_exit_0_and_one_warning_line(
     s3: Any, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     conn = s3common.Connection(workers=2)
-    good = back_up(conn, tmp_path / "src", bucket, RUN_1)
+    good = back_up_exactly(conn, tmp_path / "src", bucket, RUN_1)
     bad = run_id_at(s3common.run_time(good) + timedelta(milliseconds=1))
     plant(s3, bucket, bad, gz([]))
     capsys.readouterr()
@@ -245,7 +224,7 @@ def test_run_naming_a_bad_record_is_one_line_and_exit_2(
     when: timedelta,
 ) -> None:
     conn = s3common.Connection(workers=2)
-    good = back_up(conn, tmp_path / "src", bucket, RUN_1)
+    good = back_up_exactly(conn, tmp_path / "src", bucket, RUN_1)
     bad = run_id_at(s3common.run_time(good) + when)
     plant(s3, bucket, bad, payload(bad))
     capsys.readouterr()
@@ -278,7 +257,7 @@ NOT_RUN_IDS = [
 def test_names_that_are_not_run_ids_are_skipped_with_one_warning(
     conn: Connection, s3: Any, bucket: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    good = back_up(conn, tmp_path / "src", bucket, RUN_1)
+    good = back_up_exactly(conn, tmp_path / "src", bucket, RUN_1)
     for name in NOT_RUN_IDS:
         plant(s3, bucket, name, gz(document(good)))
     caplog.clear()
@@ -290,7 +269,7 @@ def test_names_that_are_not_run_ids_are_skipped_with_one_warning(
     assert [line.split()[0] for line in s3common.format_runs(conn, bucket, "data")] == [good]
     now = datetime.now(UTC)
     assert restored(conn, bucket, tmp_path / "as-of", as_of=now) == RUN_1
-    second = back_up(conn, tmp_path / "src", bucket, RUN_2)
+    second = back_up_exactly(conn, tmp_path / "src", bucket, RUN_2)
     assert restored(conn, bucket, tmp_path / "second", run_id=second) == RUN_2
 
 
@@ -308,7 +287,7 @@ def test_a_gzip_bomb_is_refused_without_inflating_it(
     """64 MiB of zeros gzip to 64 KiB; with the inflation cap lowered to 1 MiB (the
     real one would make the test slow) reading it must stop past 1 MiB."""
     monkeypatch.setattr("ass3.records.MAX_RECORD_BYTES", s3common.MiB, raising=False)
-    good = back_up(conn, tmp_path / "src", bucket, RUN_1)
+    good = back_up_exactly(conn, tmp_path / "src", bucket, RUN_1)
     bad = run_id_at(s3common.run_time(good) + timedelta(milliseconds=1))
     bomb = gzip.compress(bytes(64 * s3common.MiB), compresslevel=9, mtime=0)
     assert len(bomb) < 100 * 1024
@@ -334,7 +313,7 @@ def test_a_record_too_big_to_download_is_not_fetched(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The listing gives each object's size: one over the cap is never requested."""
-    good = back_up(conn, tmp_path / "src", bucket, RUN_1)
+    good = back_up_exactly(conn, tmp_path / "src", bucket, RUN_1)
     monkeypatch.setattr("ass3.records.MAX_RECORD_DOWNLOAD", 4096, raising=False)
     bad = run_id_at(s3common.run_time(good) + timedelta(milliseconds=1))
     files = [[f"f{index:05d}", 1, "", "e", None] for index in range(2000)]
@@ -370,11 +349,11 @@ def test_backup_takes_known_versions_from_the_newest_good_record(
 ) -> None:
     """A bad newest record costs one warning: the versions of the files this run left
     alone still come from the previous good record, with no ListObjectVersions pass."""
-    first = back_up(conn, tmp_path / "src", bucket, RUN_1)
+    first = back_up_exactly(conn, tmp_path / "src", bucket, RUN_1)
     bad = run_id_at(s3common.run_time(first) + timedelta(milliseconds=1))
     plant(s3, bucket, bad, payload(bad))
     calls = count_calls(conn.client)
-    second = back_up(conn, tmp_path / "src", bucket, RUN_2)
+    second = back_up_exactly(conn, tmp_path / "src", bucket, RUN_2)
     assert restored(conn, bucket, tmp_path / "first", run_id=first) == RUN_1
     assert restored(conn, bucket, tmp_path / "second", run_id=second) == RUN_2
     assert calls["ListObjectVersions"] == 0
@@ -384,7 +363,7 @@ def test_backup_takes_known_versions_from_the_newest_good_record(
 def test_a_pile_of_bad_records_costs_a_backup_three_tries_then_a_versions_listing(
     conn: Connection, s3: Any, bucket: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    first = back_up(conn, tmp_path / "src", bucket, RUN_1)
+    first = back_up_exactly(conn, tmp_path / "src", bucket, RUN_1)
     bad = [
         run_id_at(s3common.run_time(first) + timedelta(milliseconds=index)) for index in range(1, 6)
     ]
@@ -422,10 +401,10 @@ def test_a_future_dated_record_poisons_neither_the_next_backup_nor_as_of(
 ) -> None:
     """A record dated 30 days ahead would otherwise be the newest forever: the next
     backup would take its versions and --as-of a later time would pick it."""
-    back_up(conn, tmp_path / "src", bucket, RUN_1)
+    back_up_exactly(conn, tmp_path / "src", bucket, RUN_1)
     future = run_id_at(datetime.now(UTC) + timedelta(days=30))
     plant(s3, bucket, future, payload(future))
-    second = back_up(conn, tmp_path / "src", bucket, RUN_2)
+    second = back_up_exactly(conn, tmp_path / "src", bucket, RUN_2)
     assert restored(conn, bucket, tmp_path / "now", as_of=datetime.now(UTC)) == RUN_2
     later = datetime.now(UTC) + timedelta(days=60)
     assert restored(conn, bucket, tmp_path / "later", as_of=later) == RUN_2
@@ -437,7 +416,7 @@ def test_a_record_within_a_day_ahead_is_a_clock_skew_not_an_attack(
     conn: Connection, s3: Any, bucket: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Another machine whose clock runs a few hours fast writes good records."""
-    first = back_up(conn, tmp_path / "src", bucket, RUN_1)
+    first = back_up_exactly(conn, tmp_path / "src", bucket, RUN_1)
     ahead = run_id_at(datetime.now(UTC) + timedelta(hours=3))
     record = s3.get_object(Bucket=bucket, Key=s3common.record_key("data", first))["Body"]
     plant(s3, bucket, ahead, gz({**json.loads(gzip.decompress(record.read())), "run": ahead}))
@@ -454,7 +433,7 @@ def test_a_record_within_a_day_ahead_is_a_clock_skew_not_an_attack(
 
 def _good_then_bad(conn: Connection, s3: Any, bucket: str, tmp_path: Path) -> tuple[str, str]:
     """A good run, then a truncated record dated just after it."""
-    good = back_up(conn, tmp_path / "src", bucket, RUN_1)
+    good = back_up_exactly(conn, tmp_path / "src", bucket, RUN_1)
     bad = run_id_at(s3common.run_time(good) + timedelta(milliseconds=1))
     plant(s3, bucket, bad, _truncated(bad))
     return good, bad

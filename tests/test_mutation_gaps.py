@@ -9,7 +9,6 @@ was off, and restore's `--delete` guard counting what is really there.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
-from helpers import Hook, make_tree, read_tree
+from helpers import Hook, a_moment_apart, back_up_exactly, make_tree, read_tree, restored
 from moto.s3.models import s3_backends
 
 import ass3Restore
@@ -30,32 +29,13 @@ RUN_1 = {"a.txt": b"one", "gone/later.txt": b"short-lived", "keep": b"k"}
 RUN_2 = {"a.txt": b"two!", "keep": b"k", "new.txt": b"fresh"}  # edit, delete, add
 
 
-def set_tree(root: Path, files: dict[str, bytes]) -> None:
-    """Make root hold exactly `files`."""
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
-    make_tree(root, files)
-
-
 def back_up(conn: Connection, root: Path, bucket: str, files: dict[str, bytes]) -> str:
-    """Back up exactly `files` as backup "data"; the id of the run it recorded."""
-    set_tree(root, files)
-    summary = s3common.backup(
-        conn, str(root), bucket=bucket, prefix="data", delete=True, force=True
-    )
-    assert summary.failures == [] and summary.run_id, summary.failures
-    return summary.run_id
+    """Back up exactly `files` as backup "data", deleting what is gone; the run's id."""
+    return back_up_exactly(conn, root, bucket, files, delete=True, force=True)
 
 
 def restore(conn: Connection, bucket: str, dest: Path, **options: Any) -> s3common.Summary:
     return s3common.restore(conn, "data", bucket=bucket, destination=str(dest), **options)
-
-
-def restored(conn: Connection, bucket: str, dest: Path, **options: Any) -> dict[str, bytes]:
-    summary = restore(conn, bucket, dest, **options)
-    assert summary.failures == [], summary.failures
-    return read_tree(dest / "data")
 
 
 # --- the ETag is the check when an object has no md5 metadata ------------------------------
@@ -281,9 +261,7 @@ def test_without_records_a_file_deleted_before_as_of_stays_deleted(
         s3.put_object(Bucket=bucket, Key=f"data/{name}", Body=name.encode())
     time.sleep(1.1)  # LastModified has one-second resolution
     s3.delete_object(Bucket=bucket, Key="data/deleted-before")
-    time.sleep(1.1)
-    between = datetime.now(timezone.utc)
-    time.sleep(1.1)
+    between = a_moment_apart()
     s3.delete_object(Bucket=bucket, Key="data/deleted-after")
     markers = s3.list_object_versions(Bucket=bucket, Prefix="data/")["DeleteMarkers"]
     assert len(markers) == 2

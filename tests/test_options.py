@@ -23,7 +23,16 @@ from typing import Any
 import boto3
 import pytest
 from conftest import TEST_PART_SIZE
-from helpers import PROJECT, Hook, count_calls, make_tree, read_tree, run_script
+from helpers import (
+    PROJECT,
+    Hook,
+    back_up_a_broken_link,
+    backup,
+    count_calls,
+    make_tree,
+    read_tree,
+    run_script,
+)
 
 import ass3Backup
 import ass3Restore
@@ -41,11 +50,6 @@ def keys_of(s3: Any, bucket: str, prefix: str = "data") -> dict[str, bytes]:
         item["Key"][len(prefix) + 1 :]: s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
         for item in listed
     }
-
-
-def back_up(conn: Connection, root: Path, bucket: str, **options: Any) -> s3common.Summary:
-    """One backup of root as 'data'; the caller checks failures when it expects some."""
-    return s3common.backup(conn, str(root), bucket=bucket, prefix="data", **options)
 
 
 def small_conn(**options: Any) -> Connection:
@@ -196,7 +200,7 @@ def test_backup_leaves_out_excluded_files_without_walking_excluded_folders(
         return scandir(path)
 
     monkeypatch.setattr(os, "scandir", recording_scandir)
-    summary = back_up(conn, root, bucket, rules=FILTER_RULES)
+    summary = backup(conn, root, bucket, rules=FILTER_RULES)
     monkeypatch.undo()
     assert summary.failures == []
     assert set(keys_of(s3, bucket)) == {"keep.txt", "gone.txt", "src/main.py", "sub/node_modules"}
@@ -210,11 +214,11 @@ def test_delete_keeps_objects_that_are_now_excluded(
 ) -> None:
     """Filters apply to both sides: an excluded file is not 'gone', so its object stays."""
     root = make_tree(tmp_path / "src", FILTERED_TREE)
-    assert back_up(conn, root, bucket).failures == []
+    assert backup(conn, root, bucket).failures == []
     before = keys_of(s3, bucket)
     assert set(before) == set(FILTERED_TREE)
     (root / "gone.txt").unlink()
-    summary = back_up(conn, root, bucket, rules=FILTER_RULES, delete=True)
+    summary = backup(conn, root, bucket, rules=FILTER_RULES, delete=True)
     assert summary.failures == []
     assert summary.deleted == 1
     assert keys_of(s3, bucket) == {rel: data for rel, data in before.items() if rel != "gone.txt"}
@@ -264,7 +268,7 @@ def linked(tmp_path: Path) -> Path:
 def test_follow_symlinks_backs_up_targets_and_skips_loops(
     conn: Connection, s3: Any, bucket: str, linked: Path
 ) -> None:
-    summary = back_up(conn, linked, bucket, follow_symlinks=True)
+    summary = backup(conn, linked, bucket, follow_symlinks=True)
     assert summary.failures == []
     assert keys_of(s3, bucket) == {
         "dir-link/f": b"in dir",
@@ -282,7 +286,7 @@ def test_follow_symlinks_backs_up_targets_and_skips_loops(
 def test_without_follow_symlinks_links_are_recorded_not_followed(
     conn: Connection, s3: Any, bucket: str, linked: Path
 ) -> None:
-    summary = back_up(conn, linked, bucket)
+    summary = backup(conn, linked, bucket)
     assert summary.failures == []
     assert set(keys_of(s3, bucket)) == {"own.txt", "sub/x"}
     assert summary.skipped == 0  # the three links are in the run record, as links
@@ -312,7 +316,7 @@ def test_storage_class_and_sse_reach_s3_for_small_and_multipart_files(
     conn = small_conn(storage=StorageOptions(storage_class="STANDARD_IA", sse="AES256"))
     root = make_tree(tmp_path / "data", {"small": b"tiny", "big": os.urandom(6 * 1024 * 1024)})
     calls = count_calls(conn.client)
-    assert back_up(conn, root, bucket).failures == []
+    assert backup(conn, root, bucket).failures == []
     assert calls["CreateMultipartUpload"] == 1  # the big one really went in parts
     for rel in ("small", "big"):
         head = s3.head_object(Bucket=bucket, Key=f"data/{rel}")
@@ -369,16 +373,16 @@ def test_sse_kms_rerun_compares_md5_metadata_and_uploads_nothing(
 ) -> None:
     conn = small_conn(storage=StorageOptions(sse="aws:kms"))
     root = make_tree(tmp_path / "data", {"small": b"tiny", "big": os.urandom(6 * 1024 * 1024)})
-    assert back_up(conn, root, bucket, cache_path=str(tmp_path / "warm.sqlite3")).failures == []
+    assert backup(conn, root, bucket, cache_path=str(tmp_path / "warm.sqlite3")).failures == []
     assert s3.head_object(Bucket=bucket, Key="data/small")["ServerSideEncryption"] == "aws:kms"
     conn.client.meta.events.register("after-call.s3.ListObjectsV2", _kms_like_etags)
     calls = count_calls(conn.client)
     if cold == "checksum":
-        summary = back_up(
+        summary = backup(
             conn, root, bucket, cache_path=str(tmp_path / "warm.sqlite3"), checksum=True
         )
     else:
-        summary = back_up(conn, root, bucket, cache_path=str(tmp_path / "cold.sqlite3"))
+        summary = backup(conn, root, bucket, cache_path=str(tmp_path / "cold.sqlite3"))
     assert summary.failures == []
     assert (summary.transferred, summary.unchanged) == (0, 2)
     assert calls["PutObject"] == 0 and calls["CreateMultipartUpload"] == 0
@@ -414,7 +418,7 @@ def test_path_style_puts_the_bucket_in_the_path(
     conn = small_conn(path_style=path_style)
     root = make_tree(tmp_path / "data", {"sub/f.txt": b"f"})
     sent = _sent(conn)
-    assert back_up(conn, root, bucket).failures == []
+    assert backup(conn, root, bucket).failures == []
     # ListBuckets names no bucket: its host is the endpoint itself.
     (endpoint,) = {urllib.parse.urlsplit(url).netloc for op, url, _ in sent if op == "ListBuckets"}
     data_put = [url for url in _put_urls(sent) if url.path.endswith("/data/sub/f.txt")]
@@ -437,7 +441,7 @@ def test_no_crc32_sends_no_checksum_headers(
     conn = small_conn(crc32=crc32)
     root = make_tree(tmp_path / "data", {"small": b"tiny", "big": os.urandom(6 * 1024 * 1024)})
     sent = _sent(conn)
-    assert back_up(conn, root, bucket).failures == []
+    assert backup(conn, root, bucket).failures == []
     uploads = [(op, headers) for op, _, headers in sent if op in ("PutObject", "UploadPart")]
     assert {op for op, _ in uploads} == {"PutObject", "UploadPart"}
     with_crc = [op for op, headers in uploads if any(name in headers for name in CRC_HEADERS)]
@@ -493,17 +497,7 @@ JSON_KEYS = {
 def test_json_output_is_one_document_and_nothing_else(
     script_env: dict[str, str], bucket: str, tmp_path: Path
 ) -> None:
-    root = make_tree(tmp_path / "data", {"a.txt": b"aa", "sub/b.txt": b"bbb"})
-    (root / "broken").symlink_to(tmp_path / "nowhere")
-    done = run_script(
-        "ass3Backup.py",
-        str(root),
-        "--bucket",
-        bucket,
-        "--follow-symlinks",
-        "--json",
-        env=script_env,
-    )
+    done = back_up_a_broken_link(tmp_path, bucket, "--json", env=script_env)
     assert done.returncode == 1, done.stderr
     assert done.stdout.count("\n") == 1
     report = json.loads(done.stdout)

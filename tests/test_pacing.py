@@ -10,13 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.retries.standard import ExponentialBackoff
 from helpers import make_tree
 from test_faults import slow_down
 
 import s3common
 from ass3.connection import Connection
 from ass3.pacing import Window, is_throttled
+
+# botocore retries at once, so a burst of retries takes no seconds.
+pytestmark = pytest.mark.usefixtures("instant_backoff")
 
 # --- the window, pure ------------------------------------------------------------------------
 
@@ -81,12 +83,6 @@ def test_which_answers_are_throttling(
 WORKERS = 8
 FILES = 90
 THROTTLED = range(30, 60)  # the files whose first PutObject is answered SlowDown
-
-
-@pytest.fixture(autouse=True)
-def instant_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """botocore retries at once, so a burst of retries takes no seconds."""
-    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0)
 
 
 class InFlight:

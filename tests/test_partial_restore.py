@@ -4,14 +4,12 @@ and what --delete may touch."""
 from __future__ import annotations
 
 import os
-import time
-from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import make_tree, read_tree, run_script
+from helpers import a_moment_apart, back_up, fetched_keys, make_tree, read_tree, run_script
 
 import s3common
 from s3common import Ass3Error, Connection, Selection
@@ -24,12 +22,6 @@ FILES = {
     "docs-2019/old.txt": b"2019",
     "notes/todo.txt": b"todo",
 }
-
-
-def back_up(conn: Connection, root: Path, bucket: str) -> s3common.Summary:
-    summary = s3common.backup(conn, str(root), bucket=bucket, prefix="data")
-    assert summary.failures == [], summary.failures
-    return summary
 
 
 def restore(
@@ -54,17 +46,6 @@ def listings(conn: Connection) -> list[dict[str, Any]]:
     for operation in ("ListObjectsV2", "ListObjectVersions"):
         conn.client.meta.events.register(f"provide-client-params.s3.{operation}", record)
     return sent
-
-
-def fetched_keys(conn: Connection) -> Counter[str]:
-    """How many GetObject requests each key gets from now on."""
-    keys: Counter[str] = Counter()
-
-    def record(params: dict[str, Any], **_: object) -> None:
-        keys[params["Key"]] += 1
-
-    conn.client.meta.events.register("provide-client-params.s3.GetObject", record)
-    return keys
 
 
 @pytest.fixture
@@ -257,9 +238,7 @@ def test_paths_without_records_pick_versions_by_time(
     s3common.ensure_bucket(conn, bucket)
     s3.put_object(Bucket=bucket, Key="data/docs/a", Body=b"v1")
     s3.put_object(Bucket=bucket, Key="data/docs2/b", Body=b"not asked for")
-    time.sleep(1.1)  # LastModified has one-second resolution
-    between = datetime.now(timezone.utc)
-    time.sleep(1.1)
+    between = a_moment_apart()
     s3.put_object(Bucket=bucket, Key="data/docs/a", Body=b"v2")
     s3.put_object(Bucket=bucket, Key="data/docs/late", Body=b"added after")
     sent = listings(conn)

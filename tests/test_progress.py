@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from helpers import make_tree, run_script
+from helpers import back_up_a_broken_link, make_tree, run_script
 
 from ass3.model import LocalFile, Outcome, RemoteObject, Step
 from ass3.progress import Progress
@@ -93,17 +93,8 @@ def test_off_a_terminal_the_scripts_print_no_bars_and_no_control_characters(
 def test_events_are_one_json_object_per_line_from_start_to_summary(
     script_env: dict[str, str], bucket: str, tmp_path: Path
 ) -> None:
-    root = make_tree(tmp_path / "data", {"a.txt": b"aa", "sub/b.txt": b"bbb"})
-    (root / "broken").symlink_to(tmp_path / "nowhere")
-    done = run_script(
-        "ass3Backup.py",
-        str(root),
-        "--bucket",
-        bucket,
-        "--follow-symlinks",
-        "--events",
-        env=script_env,
-    )
+    root = tmp_path / "data"
+    done = back_up_a_broken_link(tmp_path, bucket, "--events", env=script_env)
     assert done.returncode == 1, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert events[0] == {

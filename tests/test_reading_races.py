@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import TEST_PART_SIZE
-from helpers import count_calls, make_tree
+from helpers import backup, count_calls, make_tree, open_uploads
 
 import s3common
 from ass3 import reading
@@ -25,10 +25,6 @@ from ass3.model import CHANGING, LocalFile
 from s3common import Connection
 
 BIG = TEST_PART_SIZE + 1024 * 1024  # two parts: multipart with the test connection
-
-
-def backup(conn: Connection, root: Path, bucket: str, **options: Any) -> s3common.Summary:
-    return s3common.backup(conn, str(root), bucket=bucket, prefix="data", **options)
 
 
 def objects_are_consistent(s3: Any, bucket: str) -> dict[str, bytes]:
@@ -69,10 +65,6 @@ def on_upload_part(conn: Connection, act: Callable[[], None], *, times: int | No
             act()
 
     conn.client.meta.events.register("before-parameter-build.s3.UploadPart", handler)
-
-
-def open_uploads(s3: Any, bucket: str) -> list[Any]:
-    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
 
 # --- between the scan and the read ------------------------------------------------------------

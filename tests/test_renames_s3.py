@@ -8,13 +8,13 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
-from helpers import count_calls, make_tree, read_tree
+from helpers import back_up, count_calls, make_tree, read_tree, restored
 
 import s3common
 from ass3 import copying
@@ -27,10 +27,7 @@ OTHER = {"notes.txt": b"notes", "docs/report.pdf": b"%PDF" + b"x" * 300}
 def set_tree(root: Path, files: dict[str, bytes]) -> None:
     """Make root hold exactly `files`, written a minute ago: old enough for the state
     cache to vouch for them next time, so that what a run reads is what it must."""
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
-    make_tree(root, files)
+    helpers.set_tree(root, files)
     aged(root)
 
 
@@ -40,16 +37,12 @@ def aged(root: Path) -> None:
         os.utime(path, (minute_ago, minute_ago))
 
 
-def back_up(conn: Connection, root: Path, bucket: str, **options: Any) -> s3common.Summary:
-    summary = s3common.backup(conn, str(root), bucket=bucket, prefix="data", **options)
-    assert summary.failures == [], summary.failures
-    return summary
-
-
-def restored(conn: Connection, bucket: str, dest: Path, **options: Any) -> dict[str, bytes]:
-    summary = s3common.restore(conn, "data", bucket=bucket, destination=str(dest), **options)
-    assert summary.failures == [], summary.failures
-    return read_tree(dest / "data")
+def backed_up(conn: Connection, bucket: str, tmp_path: Path, files: dict[str, bytes]) -> Path:
+    """tmp_path/src holding exactly `files` (see set_tree), backed up once."""
+    root = tmp_path / "src"
+    set_tree(root, files)
+    back_up(conn, root, bucket)
+    return root
 
 
 def renamed(files: dict[str, bytes], old: str, new: str) -> dict[str, bytes]:
@@ -114,9 +107,7 @@ def test_a_renamed_folder_is_copied_server_side_and_its_old_keys_deleted(
 def test_a_copy_keeps_its_source_and_says_copied(
     conn: Connection, s3: Any, bucket: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    root = tmp_path / "src"
-    set_tree(root, OTHER)
-    back_up(conn, root, bucket)
+    root = backed_up(conn, bucket, tmp_path, OTHER)
     make_tree(root, {"backup-of-report.pdf": OTHER["docs/report.pdf"]})
     calls = count_calls(conn.client)
     with caplog.at_level(logging.INFO, logger="ass3"):
@@ -130,9 +121,7 @@ def test_a_copy_keeps_its_source_and_says_copied(
 def test_a_rename_says_renamed_and_a_dry_run_says_would_copy(
     conn: Connection, s3: Any, bucket: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    root = tmp_path / "src"
-    set_tree(root, OTHER)
-    back_up(conn, root, bucket)
+    root = backed_up(conn, bucket, tmp_path, OTHER)
     os.rename(root / "notes.txt", root / "notes-2026.txt")
     calls = count_calls(conn.client)
     with caplog.at_level(logging.INFO, logger="ass3"):
@@ -151,9 +140,7 @@ def test_a_rename_says_renamed_and_a_dry_run_says_would_copy(
 def test_a_run_without_new_files_costs_the_requests_it_did(
     conn: Connection, s3: Any, bucket: str, tmp_path: Path
 ) -> None:
-    root = tmp_path / "src"
-    set_tree(root, {**PHOTOS, **OTHER})
-    back_up(conn, root, bucket)
+    root = backed_up(conn, bucket, tmp_path, {**PHOTOS, **OTHER})
     (root / "notes.txt").unlink()
     calls = count_calls(conn.client)
     summary = back_up(conn, root, bucket, delete=True)
@@ -173,9 +160,7 @@ def test_on_an_unversioned_bucket_a_run_without_new_files_reads_no_record(
     conn: Connection, s3: Any, bucket: str, tmp_path: Path
 ) -> None:
     unversioned(s3, bucket)
-    root = tmp_path / "src"
-    set_tree(root, {**PHOTOS, **OTHER})
-    back_up(conn, root, bucket)
+    root = backed_up(conn, bucket, tmp_path, {**PHOTOS, **OTHER})
     (root / "notes.txt").unlink()
     calls = count_calls(conn.client)
     back_up(conn, root, bucket, delete=True)
@@ -192,9 +177,7 @@ def test_on_an_unversioned_bucket_a_run_without_new_files_reads_no_record(
 def test_new_files_of_sizes_no_record_holds_are_neither_hashed_first_nor_copied(
     conn: Connection, s3: Any, bucket: str, tmp_path: Path
 ) -> None:
-    root = tmp_path / "src"
-    set_tree(root, OTHER)
-    back_up(conn, root, bucket)
+    root = backed_up(conn, bucket, tmp_path, OTHER)
     make_tree(root, {"fresh.bin": b"f" * 777})
     calls = count_calls(conn.client)
     summary = back_up(conn, root, bucket)
@@ -243,9 +226,7 @@ def test_an_unversioned_source_overwritten_behind_the_tools_back_is_not_copied(
     conn: Connection, s3: Any, bucket: str, tmp_path: Path
 ) -> None:
     unversioned(s3, bucket)
-    root = tmp_path / "src"
-    set_tree(root, {"a": b"A" * 100})
-    back_up(conn, root, bucket)
+    root = backed_up(conn, bucket, tmp_path, {"a": b"A" * 100})
     s3.put_object(Bucket=bucket, Key="data/a", Body=b"Z" * 100)  # another writer
     os.rename(root / "a", root / "b")
     calls = count_calls(conn.client)
@@ -260,9 +241,7 @@ def test_an_unversioned_source_overwritten_behind_the_tools_back_is_not_copied(
 def test_a_copy_is_made_only_if_the_source_has_the_recorded_etag(
     conn: Connection, s3: Any, bucket: str, tmp_path: Path
 ) -> None:
-    root = tmp_path / "src"
-    set_tree(root, {"a": b"A" * 100})
-    back_up(conn, root, bucket)
+    root = backed_up(conn, bucket, tmp_path, {"a": b"A" * 100})
     make_tree(root, {"b": b"A" * 100})
     sent: list[dict[str, Any]] = []
     conn.client.meta.events.register(
@@ -284,9 +263,7 @@ def test_a_copy_is_made_only_if_the_source_has_the_recorded_etag(
 def test_a_recorded_version_deleted_since_is_uploaded_instead(
     conn: Connection, s3: Any, bucket: str, tmp_path: Path
 ) -> None:
-    root = tmp_path / "src"
-    set_tree(root, {"a": b"A" * 100})
-    back_up(conn, root, bucket)
+    root = backed_up(conn, bucket, tmp_path, {"a": b"A" * 100})
     version = s3.list_object_versions(Bucket=bucket, Prefix="data/a")["Versions"][0]
     s3.delete_object(Bucket=bucket, Key="data/a", VersionId=version["VersionId"])
     set_tree(root, {"b": b"A" * 100})
@@ -301,9 +278,7 @@ def test_a_recorded_version_deleted_since_is_uploaded_instead(
 def test_a_source_deleted_with_a_delete_marker_is_still_copied_by_its_version(
     conn: Connection, s3: Any, bucket: str, tmp_path: Path
 ) -> None:
-    root = tmp_path / "src"
-    set_tree(root, {"a": b"A" * 100})
-    back_up(conn, root, bucket)
+    root = backed_up(conn, bucket, tmp_path, {"a": b"A" * 100})
     s3.delete_object(Bucket=bucket, Key="data/a")
     set_tree(root, {"b": b"A" * 100})
     summary = back_up(conn, root, bucket)
@@ -316,9 +291,7 @@ def test_an_unversioned_source_deleted_behind_the_tools_back_is_uploaded_instead
     conn: Connection, s3: Any, bucket: str, tmp_path: Path
 ) -> None:
     unversioned(s3, bucket)
-    root = tmp_path / "src"
-    set_tree(root, {"a": b"A" * 100, "keep": b"k"})
-    back_up(conn, root, bucket)
+    root = backed_up(conn, bucket, tmp_path, {"a": b"A" * 100, "keep": b"k"})
     s3.delete_object(Bucket=bucket, Key="data/a")
     # A rename, leaving "keep" as it was: rewritten, it could take a CopyObject of its own
     # to refresh its mtime metadata when the runs are over a second apart.
@@ -377,9 +350,7 @@ def test_a_record_naming_another_keys_version_for_this_content_is_not_trusted(
 def test_a_record_whose_etag_is_not_its_md5_is_not_a_source(
     conn: Connection, s3: Any, bucket: str, tmp_path: Path
 ) -> None:
-    root = tmp_path / "src"
-    set_tree(root, {"a": b"A" * 100})
-    back_up(conn, root, bucket)
+    root = backed_up(conn, bucket, tmp_path, {"a": b"A" * 100})
     other = s3.put_object(Bucket=bucket, Key="elsewhere", Body=b"Q" * 100)["ETag"].strip('"')
 
     def lie(document: dict[str, Any]) -> None:
@@ -417,9 +388,7 @@ def test_a_store_that_refuses_copies_gets_uploads_for_the_rest_of_the_run(
 ) -> None:
     from botocore.exceptions import ClientError
 
-    root = tmp_path / "src"
-    set_tree(root, PHOTOS)
-    back_up(conn, root, bucket)
+    root = backed_up(conn, bucket, tmp_path, PHOTOS)
     set_tree(root, renamed(PHOTOS, "photos/", "pictures/"))
 
     def refuse(**_: object) -> None:
@@ -438,9 +407,7 @@ def test_with_sse_kms_nothing_is_copied_since_no_etag_proves_content(
     s3: Any, bucket: str, tmp_path: Path
 ) -> None:
     conn = Connection(storage=s3common.StorageOptions(sse="aws:kms"))
-    root = tmp_path / "src"
-    set_tree(root, {"a": b"A" * 100})
-    back_up(conn, root, bucket)
+    root = backed_up(conn, bucket, tmp_path, {"a": b"A" * 100})
     os.rename(root / "a", root / "b")
     calls = count_calls(conn.client)
     summary = back_up(conn, root, bucket)

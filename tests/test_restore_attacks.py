@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import make_tree, read_tree
+from helpers import make_tree, read_tree, tree_state
 
 import ass3Restore
 import s3common
@@ -24,23 +24,6 @@ from ass3 import download, restore
 from s3common import Connection
 
 BACKUP = {"a": b"restored a", "sub/x": b"restored x"}
-
-
-def state(root: Path) -> dict[str, object]:
-    """Every entry below root, never following a symlink: bytes, link targets, folders."""
-    found: dict[str, object] = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = os.path.join(folder, name)
-            rel = os.path.relpath(path, root)
-            if os.path.islink(path):
-                found[rel] = ("link", os.readlink(path))
-            elif os.path.isdir(path):
-                found[rel] = "dir"
-            else:
-                with open(path, "rb") as handle:
-                    found[rel] = handle.read()
-    return found
 
 
 def upload(s3: Any, bucket: str, files: dict[str, bytes]) -> None:
@@ -96,12 +79,12 @@ def test_a_symlink_at_dest_name_is_refused_before_anything_is_written(
     dest = tmp_path / "dest"
     dest.mkdir()
     (dest / "data").symlink_to(victim, target_is_directory=True)
-    before = state(tmp_path)
+    before = tree_state(tmp_path)
     with pytest.raises(s3common.Ass3Error, match="symlink") as refused:
         run_restore(conn, bucket, dest, delete=True, force=True, dry_run=dry_run)
     assert "\n" not in str(refused.value)
     assert str(dest / "data") in str(refused.value)
-    assert state(tmp_path) == before
+    assert tree_state(tmp_path) == before
 
 
 def test_a_symlink_at_dest_name_is_one_line_and_exit_2_from_the_script(
@@ -111,13 +94,13 @@ def test_a_symlink_at_dest_name_is_one_line_and_exit_2_from_the_script(
     dest = tmp_path / "dest"
     dest.mkdir()
     (dest / "data").symlink_to(victim, target_is_directory=True)
-    before = state(tmp_path)
+    before = tree_state(tmp_path)
     code = ass3Restore.main(["data", "--bucket", bucket, "--dest", str(dest), "--delete"])
     err = capsys.readouterr().err
     assert code == 2
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert "symlink" in err
-    assert state(tmp_path) == before
+    assert tree_state(tmp_path) == before
 
 
 def test_a_file_at_dest_name_is_refused(
@@ -127,10 +110,10 @@ def test_a_file_at_dest_name_is_refused(
     dest = tmp_path / "dest"
     dest.mkdir()
     (dest / "data").write_bytes(b"a file of the user's")
-    before = state(tmp_path)
+    before = tree_state(tmp_path)
     with pytest.raises(s3common.Ass3Error, match="not a folder"):
         run_restore(conn, bucket, dest, delete=True, force=True)
-    assert state(tmp_path) == before
+    assert tree_state(tmp_path) == before
 
 
 def test_dest_itself_may_be_a_symlink(
@@ -156,11 +139,11 @@ def test_a_symlinked_folder_below_dest_name_is_neither_written_nor_emptied(
     root = tmp_path / "dest" / "data"
     root.mkdir(parents=True)
     (root / "sub").symlink_to(victim, target_is_directory=True)
-    before = state(victim)
+    before = tree_state(victim)
     summary = run_restore(conn, bucket, tmp_path / "dest", delete=True, force=True)
     assert [rel for rel, _ in summary.failures] == ["sub/x"]
     assert "symlink" in summary.failures[0][1]
-    assert state(victim) == before
+    assert tree_state(victim) == before
     assert (root / "a").read_bytes() == BACKUP["a"]
 
 
@@ -182,13 +165,13 @@ def test_a_folder_swapped_for_a_symlink_between_plan_and_delete_deletes_nothing_
     root = make_tree(tmp_path / "dest" / "data", {"sub/old": b"extra", "old": b"extra"})
     swapped = root if planted_at == "." else root / "sub"
     (victim / "sub").symlink_to(victim, target_is_directory=True)  # victim/sub/old exists too
-    before = state(victim)
+    before = tree_state(victim)
     ran = wrap_once(
         monkeypatch, restore, "deletion_refusal", lambda: swap_for_link(swapped, victim)
     )
     run_restore(conn, bucket, tmp_path / "dest", delete=True, force=True)
     assert ran
-    assert state(victim) == before
+    assert tree_state(victim) == before
 
 
 @pytest.mark.parametrize("planted_at", ["sub", "."])
@@ -207,13 +190,13 @@ def test_a_folder_swapped_for_a_symlink_during_a_download_gets_nothing_written_t
     (root / "sub").mkdir(parents=True)
     swapped = root if planted_at == "." else root / "sub"
     (victim / "sub").symlink_to(victim, target_is_directory=True)
-    before = state(victim)
+    before = tree_state(victim)
     ran = wrap_once(
         monkeypatch, download, "_write_verified", lambda: swap_for_link(swapped, victim)
     )
     run_restore(conn, bucket, tmp_path / "dest")
     assert ran
-    assert state(victim) == before
+    assert tree_state(victim) == before
     moved = swapped.with_name(swapped.name + ".real")
     assert read_tree(moved) == (
         {"x": BACKUP["sub/x"]} if planted_at == "sub" else {"sub/x": BACKUP["sub/x"]}
@@ -239,11 +222,11 @@ def test_symlinks_to_files_outside_are_neither_written_through_nor_deleted_throu
         (root / "old").unlink()
         (root / "old").symlink_to(victim / "old")
 
-    before = state(victim)
+    before = tree_state(victim)
     ran = wrap_once(monkeypatch, restore, "deletion_refusal", plant)
     summary = run_restore(conn, bucket, tmp_path / "dest", delete=True, force=True)
     assert ran and summary.failures == []
-    assert state(victim) == before
+    assert tree_state(victim) == before
     assert read_tree(root) == BACKUP
 
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import make_tree, read_tree
+from helpers import make_tree, read_tree, tree_state
 
 import s3common
 from ass3.files import Placements
@@ -27,23 +27,6 @@ HOSTILE_KEYS = {
     "data/" + "x" * 256: "path segment longer than 255 bytes",
     "data/" + "é" * 128: "path segment longer than 255 bytes",
 }
-
-
-def tree_state(root: Path) -> dict[str, object]:
-    """Every entry below root: file bytes, symlink targets, folders."""
-    state: dict[str, object] = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = os.path.join(folder, name)
-            rel = os.path.relpath(path, root)
-            if os.path.islink(path):
-                state[rel] = ("link", os.readlink(path))
-            elif os.path.isdir(path):
-                state[rel] = "dir"
-            else:
-                with open(path, "rb") as handle:
-                    state[rel] = handle.read()
-    return state
 
 
 @pytest.mark.slow

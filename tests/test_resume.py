@@ -15,14 +15,13 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ConnectionClosedError
-from botocore.retries.standard import ExponentialBackoff
-from helpers import count_calls, make_tree
+from helpers import backup, count_calls, make_tree, open_uploads
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -147,13 +146,6 @@ def conn1(s3: object) -> Connection:
     return Connection(workers=1, multipart_threshold=PART, multipart_chunksize=PART)
 
 
-@pytest.fixture
-def sigint_raises() -> Iterator[None]:
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 class PartsSent:
     """Counts the parts S3 accepted and the bytes they held; Ctrl-C after the Nth."""
 
@@ -180,10 +172,6 @@ class PartsSent:
             time.sleep(0.2)
 
 
-def backup(conn: Connection, root: Path, bucket: str, **options: Any) -> s3common.Summary:
-    return s3common.backup(conn, str(root), bucket=bucket, prefix="data", **options)
-
-
 def interrupted(conn: Connection, root: Path, bucket: str, after: int) -> PartsSent:
     parts = PartsSent(conn, stop_after=after)
     with pytest.raises(KeyboardInterrupt):
@@ -191,8 +179,13 @@ def interrupted(conn: Connection, root: Path, bucket: str, after: int) -> PartsS
     return parts
 
 
-def open_uploads(s3: Any, bucket: str) -> list[dict[str, Any]]:
-    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+def run_again(
+    conn: Connection, root: Path, bucket: str
+) -> tuple[s3common.Summary, PartsSent, Counter[str]]:
+    """The run after an interrupted one: its summary, the parts it sent, its requests."""
+    calls = count_calls(conn.client)
+    again = PartsSent(conn)
+    return backup(conn, root, bucket), again, calls
 
 
 @pytest.fixture
@@ -255,9 +248,8 @@ def test_a_file_changed_between_runs_is_sent_afresh_and_the_kept_upload_aborted(
     (kept,) = [upload["UploadId"] for upload in open_uploads(s3, bucket)]
     (big / "big.bin").write_bytes(os.urandom(SIZE))
 
-    calls = count_calls(conn1.client)
-    again = PartsSent(conn1)
-    assert backup(conn1, big, bucket).exit_code == 0
+    summary, again, calls = run_again(conn1, big, bucket)
+    assert summary.exit_code == 0
     assert again.count == 5
     assert (calls["CreateMultipartUpload"], calls["AbortMultipartUpload"]) == (1, 1)
     assert calls["ListParts"] == 0  # the file told: no need to ask
@@ -275,8 +267,8 @@ def test_a_part_whose_etag_does_not_match_is_sent_again(
         parsed["Parts"][1]["ETag"] = '"' + "0" * 32 + '"'  # part 2 holds other bytes
 
     conn1.client.meta.events.register("after-call.s3.ListParts", corrupt)
-    again = PartsSent(conn1)
-    assert backup(conn1, big, bucket).exit_code == 0
+    summary, again, _ = run_again(conn1, big, bucket)
+    assert summary.exit_code == 0
     assert again.count == 3  # parts 2, 4 and 5
     assert_backed_up(s3, bucket, big)
 
@@ -291,9 +283,8 @@ def test_a_listing_of_parts_that_are_not_of_this_file_aborts_and_starts_afresh(
         parsed["Parts"][0]["Size"] = 1
 
     conn1.client.meta.events.register("after-call.s3.ListParts", wrong_size)
-    calls = count_calls(conn1.client)
-    again = PartsSent(conn1)
-    assert backup(conn1, big, bucket).exit_code == 0
+    summary, again, calls = run_again(conn1, big, bucket)
+    assert summary.exit_code == 0
     assert again.count == 5
     assert (calls["AbortMultipartUpload"], calls["CreateMultipartUpload"]) == (1, 1)
     assert_backed_up(s3, bucket, big)
@@ -307,9 +298,7 @@ def test_an_upload_aborted_by_someone_else_is_sent_afresh(
     for upload in open_uploads(s3, bucket):
         s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
 
-    calls = count_calls(conn1.client)
-    again = PartsSent(conn1)
-    summary = backup(conn1, big, bucket)
+    summary, again, calls = run_again(conn1, big, bucket)
     assert (summary.exit_code, again.count) == (0, 5)
     assert (calls["ListParts"], calls["CreateMultipartUpload"]) == (1, 1)
     assert_backed_up(s3, bucket, big)
@@ -325,9 +314,8 @@ def test_a_state_cache_of_another_machine_is_ignored(
 ) -> None:
     interrupted(conn1, big, bucket, after=2)
     monkeypatch.setattr("socket.gethostname", lambda: "another-machine")
-    calls = count_calls(conn1.client)
-    again = PartsSent(conn1)
-    assert backup(conn1, big, bucket).exit_code == 0
+    summary, again, calls = run_again(conn1, big, bucket)
+    assert summary.exit_code == 0
     assert again.count == 5
     assert (calls["ListParts"], calls["CreateMultipartUpload"]) == (0, 1)
     # Not this machine's to resume: the cleanup after the unclean run aborted it
@@ -342,9 +330,8 @@ def test_a_state_cache_of_another_bucket_is_ignored(
 ) -> None:
     interrupted(conn1, big, bucket, after=2)
     other = bucket + "-2"
-    calls = count_calls(conn1.client)
-    again = PartsSent(conn1)
-    assert backup(conn1, big, other).exit_code == 0
+    summary, again, calls = run_again(conn1, big, other)
+    assert summary.exit_code == 0
     assert again.count == 5
     assert (calls["ListParts"], calls["CreateMultipartUpload"]) == (0, 1)
     assert len(open_uploads(s3, bucket)) == 1  # still there for a run to that bucket
@@ -396,12 +383,12 @@ def test_an_upload_stopped_before_any_part_was_sent_is_aborted(
     assert calls["ListParts"] == 0  # nothing recorded to resume
 
 
+@pytest.mark.usefixtures("instant_backoff")
 def test_a_connection_lost_after_two_parts_keeps_the_upload_for_the_next_run(
-    conn1: Connection, s3: Any, bucket: str, big: Path, monkeypatch: pytest.MonkeyPatch
+    conn1: Connection, s3: Any, bucket: str, big: Path
 ) -> None:
     """The network goes after two parts: the file fails (exit 1), its upload stays, and
     the next run sends the three other parts."""
-    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0)
     let_through = [2]
 
     def drop(request: Any, **_: Any) -> None:
@@ -416,7 +403,6 @@ def test_a_connection_lost_after_two_parts_keeps_the_upload_for_the_next_run(
     assert len(open_uploads(s3, bucket)) == 1
     conn1.client.meta.events.unregister("before-send.s3.UploadPart", drop)
 
-    again = PartsSent(conn1)
-    summary = backup(conn1, big, bucket)
+    summary, again, _ = run_again(conn1, big, bucket)
     assert (summary.exit_code, again.count) == (0, 3)
     assert_backed_up(s3, bucket, big)

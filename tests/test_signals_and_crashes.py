@@ -20,14 +20,14 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
-from helpers import PROJECT, count_calls, make_tree, run_script
+from helpers import PROJECT, backup, count_calls, make_tree, run_script, start_python
 
 import ass3Backup
 import ass3Restore
@@ -295,12 +295,6 @@ runpy.run_path({script!r}, run_name="__main__")
 """
 
 
-@pytest.fixture
-def server(moto_endpoint: str) -> Any:
-    """A client on the moto server, to watch what the scripts do there."""
-    return boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
-
-
 def open_uploads(client: Any, bucket: str) -> list[dict[str, Any]]:
     try:
         return client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
@@ -316,28 +310,32 @@ def start_held_backup(
     driver = textwrap.dedent(HOLD_PARTS).format(
         project=str(PROJECT), script=str(PROJECT / "ass3Backup.py"), let_through=let_through
     )
-
-    def default_signals() -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
-
-    return subprocess.Popen(
-        [sys.executable, "-c", driver, *args],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=default_signals,
-    )
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    return start_python("-c", driver, *args, env=env, cwd=tmp_path, default_signals=stops)
 
 
-def wait_for_upload(proc: subprocess.Popen[str], server: Any, bucket: str) -> None:
-    """Poll the server until the script's multipart upload is open (it stays open)."""
+@contextmanager
+def held_backup(
+    tmp_path: Path, bucket: str, env: dict[str, str], let_through: int = 0
+) -> Iterator[tuple[subprocess.Popen[str], tuple[str, ...]]]:
+    """`ass3Backup.py data` in tmp_path on one worker, its parts held (see start_held_backup),
+    and its arguments; killed on the way out if it is still running."""
+    args = ("data", "--bucket", bucket, "--workers", "1")
+    proc = start_held_backup(tmp_path, *args, env=env, let_through=let_through)
+    try:
+        yield proc, args
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def wait_for(proc: subprocess.Popen[str], ready: Callable[[], bool], what: str) -> None:
+    """Poll until `ready()`, for a minute at the most; the script must still be running."""
     deadline = time.monotonic() + 60
-    while not open_uploads(server, bucket):
-        assert proc.poll() is None, f"finished before the upload: {proc.communicate()}"
-        assert time.monotonic() < deadline, "timed out waiting for the upload"
+    while not ready():
+        assert proc.poll() is None, f"finished before {what}: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.01)
 
 
@@ -357,16 +355,11 @@ def test_stop_signal_before_any_part_was_sent_exits_128_plus_n_and_aborts_the_up
     code: int,
 ) -> None:
     big_tree(tmp_path)
-    args = ("data", "--bucket", bucket, "--workers", "1")
-    proc = start_held_backup(tmp_path, *args, env=script_env)
-    try:
-        wait_for_upload(proc, server, bucket)
+    with held_backup(tmp_path, bucket, script_env) as (proc, _):
+        # The upload is open once listed, and stays open while its parts are held.
+        wait_for(proc, lambda: bool(open_uploads(server, bucket)), "the upload")
         proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == code, stderr
     assert stderr.splitlines() == [f"ass3Backup.py: interrupted ({sig.name})"]
     assert stdout == ""
@@ -376,10 +369,6 @@ def test_stop_signal_before_any_part_was_sent_exits_128_plus_n_and_aborts_the_up
 
 
 # --- 3: the next run aborts the incomplete uploads a killed run left --------------------------
-
-
-def backup(conn: Connection, root: Path, bucket: str) -> s3common.Summary:
-    return s3common.backup(conn, str(root), bucket=bucket, prefix="data")
 
 
 def upload_ids(client: Any, bucket: str) -> set[str]:
@@ -611,20 +600,10 @@ def test_a_big_upload_stopped_after_two_parts_is_resumed_by_the_next_run(
     """Killed, or stopped by SIGTERM after two parts were sent: the upload stays, and
     the next run sends the three other parts only, and completes it."""
     content = five_part_tree(tmp_path)
-    args = ("data", "--bucket", bucket, "--workers", "1")
-    proc = start_held_backup(tmp_path, *args, env=script_env, let_through=2)
-    try:
-        deadline = time.monotonic() + 60
-        while parts_on_server(server, bucket) < 2:
-            assert proc.poll() is None, f"finished before the parts: {proc.communicate()}"
-            assert time.monotonic() < deadline, "timed out waiting for the parts"
-            time.sleep(0.01)
+    with held_backup(tmp_path, bucket, script_env, let_through=2) as (proc, args):
+        wait_for(proc, lambda: parts_on_server(server, bucket) >= 2, "the parts")
         proc.send_signal(sig)
         proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     sent = parts_on_server(server, bucket)
     assert sent >= 2  # after SIGTERM the held part may go too, as the run cancels
     assert len(open_uploads(server, bucket)) == 1
@@ -650,16 +629,9 @@ def test_kill_9_before_any_part_then_the_next_run_resumes_from_nothing(
     """Killed before a part was sent: the upload is recorded all the same (a kill gives
     no time to abort it); the next run finds it by its UploadId and sends every part."""
     big_tree(tmp_path)
-    args = ("data", "--bucket", bucket, "--workers", "1")
-    proc = start_held_backup(tmp_path, *args, env=script_env)
-    try:
+    with held_backup(tmp_path, bucket, script_env) as (proc, args):
         # Held at the first part: past CreateMultipartUpload, whose answer is recorded.
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "holding").exists():
-            assert proc.poll() is None, f"finished before the part: {proc.communicate()}"
-            assert time.monotonic() < deadline, "timed out waiting for the part"
-            time.sleep(0.01)
-    finally:
+        wait_for(proc, (tmp_path / "holding").exists, "the part")
         proc.kill()
         proc.communicate()
     assert len(open_uploads(server, bucket)) == 1
@@ -679,15 +651,8 @@ def test_kill_9_then_a_run_without_the_state_cache_aborts_the_upload(
     tmp_path: Path, bucket: str, script_env: dict[str, str], server: Any
 ) -> None:
     big_tree(tmp_path)
-    args = ("data", "--bucket", bucket, "--workers", "1")
-    proc = start_held_backup(tmp_path, *args, env=script_env, let_through=1)
-    try:
-        deadline = time.monotonic() + 60
-        while parts_on_server(server, bucket) < 1:
-            assert proc.poll() is None, f"finished before the part: {proc.communicate()}"
-            assert time.monotonic() < deadline, "timed out waiting for the part"
-            time.sleep(0.01)
-    finally:
+    with held_backup(tmp_path, bucket, script_env, let_through=1) as (proc, args):
+        wait_for(proc, lambda: parts_on_server(server, bucket) >= 1, "the part")
         proc.kill()
         proc.communicate()
     state = Path(script_env["XDG_CACHE_HOME"]) / "ass3"

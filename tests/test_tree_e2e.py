@@ -6,11 +6,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import PROJECT, make_tree, run_script
+from helpers import make_tree, run_script
 
 from bench.tree_compare import compare
 
@@ -98,14 +97,14 @@ def test_folders_that_forbid_writing_are_restored_by_a_user_who_obeys_them(
             drop = "-dac_override,-dac_read_search"
             prefix = [str(shutil.which("setpriv")), f"--bounding-set={drop}", f"--inh-caps={drop}"]
         (tmp_path / "out").mkdir()
-        result = subprocess.run(
-            [*prefix, sys.executable, str(PROJECT / "ass3Restore.py"), "data", "--bucket", bucket],
+        result = run_script(
+            "ass3Restore.py",
+            "data",
+            "--bucket",
+            bucket,
             env=script_env,
             cwd=tmp_path / "out",
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+            prefix=prefix,
         )
         assert (result.returncode, result.stderr) == (0, ""), result.stderr
         out = tmp_path / "out" / "data"
