@@ -113,6 +113,8 @@ def backup(
                 run.report_scan()
                 if delete and extras and progress:
                     progress.phase("deleting")
+                if delete and extras:
+                    run.read_ahead()
                 deleted = (
                     run.delete(extras, max_delete=max_delete, force=force) if delete else set()
                 )
@@ -129,10 +131,12 @@ def backup(
                         run.record,
                         run.tree,
                         run.previous,
+                        run.versioning,
                     )
                     if run.summary.run_id and run.tree is not None:
                         cache.remember_tree(run.tree.digest)
                 run.settle(markers)
+                run.join_read_ahead()
             if keep_days and not dry_run:
                 if progress:
                     progress.phase("setting the retention rule")
@@ -182,6 +186,8 @@ class _BackupRun:
         self.recorder: TreeRecorder | None = None
         self._tree: Tree | None = None
         self.previous = history.PreviousRecord(conn, bucket, prefix)  # read once, if needed
+        self.versioning = history.bucket_versioning_ahead(conn, bucket)  # for the record
+        self._record_inputs = history.ReadAhead(self._versions_known, "ass3-record-inputs")
         self.copier = Copier(conn, bucket, prefix, root, self.previous)
         # A big file failed: s3transfer aborts its upload, but that request may have
         # failed too (a lost connection fails both), so the next run looks.
@@ -295,6 +301,22 @@ class _BackupRun:
             else:
                 yield item
 
+    def read_ahead(self) -> None:
+        """This run will write a record: start asking for what it needs while the
+        transfers go on, so that its round trips do not follow them."""
+        if not self.dry_run:
+            self._record_inputs.start()
+
+    def _versions_known(self) -> None:
+        """The bucket's versioning, then, if versioned, the previous record, which names
+        the versions of the files this run leaves alone (as `history.record_run` asks)."""
+        if self.versioning.get() == "Enabled":
+            self.previous.get()
+
+    def join_read_ahead(self) -> None:
+        """Wait for what was asked ahead: its requests count in this run's summary."""
+        self._record_inputs.join()
+
     def _step(self, step: Step, transfers: TransferManager) -> Outcome:
         return backup_step(
             self.conn,
@@ -305,10 +327,12 @@ class _BackupRun:
             dry_run=self.dry_run,
             copier=self.copier,
             resumption=self.resumption,
+            on_write=self.read_ahead,
         )
 
     def _finished(self, outcome: Outcome) -> None:
         if outcome.transferred or outcome.copied_from is not None or outcome.metadata_updated:
+            self.read_ahead()
             self.copier.wrote(outcome.rel)
         if outcome.seen is not None and self.cache is not None:
             self.cache.remember(outcome.seen)

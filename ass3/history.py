@@ -8,9 +8,10 @@ import base64
 import hashlib
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -191,6 +192,7 @@ def record_run(
     entries: Iterable[RecordEntry],
     tree: Tree | None = None,
     previous: PreviousRecord | None = None,
+    versioning: ReadAhead[str] | None = None,
 ) -> None:
     """Write the run record: every file of the backup and the version holding it, and
     the tree walked (as far as it concerns those files; its digest, of the whole
@@ -198,9 +200,11 @@ def record_run(
 
     Written last, after all the data it points to. Versions of files this run did
     not upload come from the previous record (same ETag; `previous` when the run
-    has read it already), else from one ListObjectVersions pass.
+    has read it already, or is reading it), else from one ListObjectVersions pass.
+    `versioning` is the bucket's versioning status, when the run asked for it ahead.
     """
-    versioned = _versioning_for_record(conn, bucket)
+    versioning = versioning or bucket_versioning_ahead(conn, bucket)
+    versioned = _versioning_for_record(versioning.get(), bucket)
     previous = previous or PreviousRecord(conn, bucket, prefix)
     known = _previous_versions(previous) if versioned else {}
     if versioned and versions_missing(entries, known):  # a second pass over the spool
@@ -251,10 +255,10 @@ def latest_tree_digest(conn: Connection, bucket: str, prefix: str) -> str | None
     return head.get("Metadata", {}).get(META_TREE_DIGEST)
 
 
-def _versioning_for_record(conn: Connection, bucket: str) -> bool:
+def _versioning_for_record(status: str, bucket: str) -> bool:
     """Whether the record can name versions; without versioning only the latest run
     restores, which the user is told."""
-    versioned = bucket_versioning(conn, bucket) == "Enabled"
+    versioned = status == "Enabled"
     if not versioned:
         log.warning(
             "warning: versioning is off on s3://%s: an overwritten file is gone, so only "
@@ -270,6 +274,53 @@ def _versioning_for_record(conn: Connection, bucket: str) -> bool:
 _PREVIOUS_TRIED = 3
 
 
+T = TypeVar("T")
+
+
+class ReadAhead(Generic[T]):
+    """A value a run needs once, near its end, that it may start fetching early in a
+    thread of its own, so that its round trips overlap the transfers instead of
+    following them. Fetched at most once; an error in the thread is dropped and met
+    again, and told, by the first caller of `get`, which fetches afresh."""
+
+    def __init__(self, fetch: Callable[[], T], name: str) -> None:
+        self._fetch, self._name = fetch, name
+        self._lock = threading.Lock()  # held while fetching: `get` waits for the thread
+        self._fetched: tuple[T] | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Lock()
+
+    def start(self) -> None:
+        """Begin fetching in the background, unless begun or fetched already."""
+        with self._started:
+            if self._thread is None and self._fetched is None:
+                self._thread = threading.Thread(target=self._ahead, name=self._name, daemon=True)
+                self._thread.start()
+
+    def _ahead(self) -> None:
+        with suppress(Exception):
+            self.get()
+
+    def get(self) -> T:
+        """The value: fetched now, or by the thread (waited for)."""
+        with self._lock:
+            if self._fetched is None:
+                self._fetched = (self._fetch(),)
+            return self._fetched[0]
+
+    def join(self) -> None:
+        """Wait for the thread, so that every request is counted before the summary."""
+        with self._started:
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+
+def bucket_versioning_ahead(conn: Connection, bucket: str) -> ReadAhead[str]:
+    """The bucket's versioning status, as the run record needs it, fetched at most once."""
+    return ReadAhead(lambda: bucket_versioning(conn, bucket), "ass3-versioning")
+
+
 class PreviousRecord:
     """The newest good run record of a backup (bad ones skipped with a warning), read
     at most once a run: a backup with new files reads it before its transfers, for
@@ -277,24 +328,21 @@ class PreviousRecord:
 
     def __init__(self, conn: Connection, bucket: str, prefix: str) -> None:
         self._conn, self._bucket, self._prefix = conn, bucket, prefix
-        self._lock = threading.Lock()
-        self._read = False
-        self._record: RunRecord | None = None
+        self._ahead = ReadAhead(self._newest, "ass3-previous-record")
 
     def get(self) -> RunRecord | None:
         """The record, or None if there is none or S3 cannot give it. Ass3Error when the
         runs cannot be listed, which is not remembered: a later call lists again."""
-        with self._lock:
-            if not self._read:
-                conn, bucket, prefix = self._conn, self._bucket, self._prefix
-                run_ids = list_run_ids(conn, bucket, prefix)
-                try:
-                    newest_first = list(reversed(run_ids))[:_PREVIOUS_TRIED]
-                    self._record = _newest_good_record(conn, bucket, prefix, newest_first)
-                except Ass3Error:
-                    self._record = None
-                self._read = True
-            return self._record
+        return self._ahead.get()
+
+    def _newest(self) -> RunRecord | None:
+        conn, bucket, prefix = self._conn, self._bucket, self._prefix
+        run_ids = list_run_ids(conn, bucket, prefix)
+        try:
+            newest_first = list(reversed(run_ids))[:_PREVIOUS_TRIED]
+            return _newest_good_record(conn, bucket, prefix, newest_first)
+        except Ass3Error:
+            return None
 
 
 def _previous_versions(previous: PreviousRecord) -> KnownVersions:

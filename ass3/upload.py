@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, BinaryIO, cast
@@ -310,10 +311,12 @@ def backup_step(
     dry_run: bool,
     copier: Copier | None = None,
     resumption: Resumption | None = None,
+    on_write: Callable[[], None] | None = None,
 ) -> Outcome:
     """Back up one planned file: trust the cache, else compare a same-size file by content,
     then upload it (once more if it changed while being read) or refresh its metadata.
-    With `copier`, a file whose content the bucket holds under another key is copied."""
+    With `copier`, a file whose content the bucket holds under another key is copied.
+    `on_write` is told just before an upload or copy is sent."""
     local = step.source
     assert isinstance(local, LocalFile)
     remote = step.target
@@ -352,6 +355,8 @@ def backup_step(
         return Outcome(
             step.rel, transferred=True, size=local.size, reason=reason, read_bytes=read_bytes
         )
+    if on_write is not None:
+        on_write()
     instead = copier.hook(step, transfers) if copier is not None else None
 
     def send(*, as_read: bool) -> _Sent:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
@@ -477,3 +479,51 @@ def test_renaming_every_file_is_allowed_with_force(
     forced = back_up(conn, root, bucket, delete=True, force=True)
     assert forced.deleted == 2
     assert restored(conn, bucket, tmp_path / "out") == {"new/a": b"1", "new/b": b"2"}
+
+
+def test_what_the_record_needs_is_asked_for_while_the_files_go_up(
+    conn: Connection, bucket: str, tmp_path: Path
+) -> None:
+    """The bucket's versioning and the previous record (the versions of the files left
+    alone) are asked for as soon as a file is to be sent, in a thread of their own: their
+    round trips overlap the uploads instead of following them. Held: the upload of the
+    edited file waits until the previous record has been asked for; without the read
+    ahead it would wait in vain. Every request is still made once, and counted."""
+    root = make_tree(tmp_path / "src", {"a.txt": b"one", "b.txt": b"b"})
+    back_up(conn, root, bucket)
+    (root / "a.txt").write_bytes(b"two")
+    record_asked = threading.Event()
+    held: list[bool] = []
+
+    def on_get(request: Any, **_: Any) -> None:
+        if "/.ass3/runs/" in request.url:
+            record_asked.set()
+
+    def on_put(request: Any, **_: Any) -> None:
+        if request.url.split("?", 1)[0].endswith("/data/a.txt"):
+            held.append(record_asked.wait(timeout=30))
+
+    conn.client.meta.events.register_first("before-send.s3.GetObject", on_get)
+    conn.client.meta.events.register_first("before-send.s3.PutObject", on_put)
+    calls = count_calls(conn.client)
+    summary = back_up(conn, root, bucket)
+    assert held == [True]
+    assert summary.run_id
+    assert dict(calls) == {
+        "ListBuckets": 1,
+        "ListObjectsV2": 2,  # the backup, the runs
+        "GetBucketVersioning": 1,
+        "GetObject": 1,  # the previous record
+        "PutObject": 2,  # a.txt, the new record
+    }
+    assert summary.requests == calls
+
+
+def test_a_run_that_sends_nothing_asks_nothing_ahead(
+    conn: Connection, bucket: str, tmp_path: Path
+) -> None:
+    root = make_tree(tmp_path / "src", {"a.txt": b"one"})
+    back_up(conn, root, bucket)
+    calls = count_calls(conn.client)
+    back_up(conn, root, bucket)
+    assert dict(calls) == {"ListBuckets": 1, "ListObjectsV2": 1}
