@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import secrets
 import stat
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -20,7 +19,7 @@ from contextlib import contextmanager, suppress
 from typing import BinaryIO
 
 from ass3.model import META_MD5, META_MODE, META_MTIME, FileDigest, FileProblem, MiB
-from ass3.names import TEMP_RANDOM_CHARS, TEMP_RANDOM_LENGTH, temporary_name
+from ass3.names import temporary_name, temporary_random_part
 
 READ_CHUNK = 1 * MiB
 
@@ -159,8 +158,7 @@ def create_temporary(folder: int, name: str) -> tuple[int, str]:
     """A new, empty temporary file standing in for `name` in the open folder (mode 0600,
     never through a symlink): its descriptor and its name (`names.temporary_name`)."""
     for _ in range(100):
-        random_part = "".join(secrets.choice(TEMP_RANDOM_CHARS) for _ in range(TEMP_RANDOM_LENGTH))
-        temporary = temporary_name(name, random_part)
+        temporary = temporary_name(name, temporary_random_part())
         with suppress(FileExistsError):
             return os.open(temporary, _NEW_FILE_FLAGS, 0o600, dir_fd=folder), temporary
     raise FileExistsError(errno.EEXIST, "no unused temporary file name")

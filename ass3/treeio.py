@@ -17,7 +17,6 @@ import grp
 import logging
 import os
 import pwd
-import secrets
 import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -35,7 +34,7 @@ from ass3.model import (
     plural,
 )
 from ass3.model import printable as shown
-from ass3.names import TEMP_RANDOM_CHARS, TEMP_RANDOM_LENGTH, temporary_name
+from ass3.names import temporary_name, temporary_random_part
 from ass3.plan import key_order
 from ass3.tree import Folder, Symlink, Tree, Xattrs
 from ass3.treeplan import (
@@ -192,8 +191,7 @@ def _free_name(folder: int, name: str, make: Callable[[str], None]) -> str:
     """Make a new entry under a temporary name beside `name` (the name a restore's
     temporaries have, so a killed run's leftover is known as one); that name."""
     for _ in range(100):
-        random_part = "".join(secrets.choice(TEMP_RANDOM_CHARS) for _ in range(TEMP_RANDOM_LENGTH))
-        temporary = temporary_name(name, random_part)
+        temporary = temporary_name(name, temporary_random_part())
         with suppress(FileExistsError):
             make(temporary)
             return temporary

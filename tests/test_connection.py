@@ -6,10 +6,29 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from botocore.parsers import DEFAULT_TIMESTAMP_PARSER
 from helpers import count_calls, make_tree
 
 import s3common
+from ass3.connection import _parse_timestamp
 from s3common import Connection
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-12-02T06:11:07.000Z",  # a listing's LastModified
+        "2026-12-02T06:11:07+00:00",
+        "Wed, 02 Dec 2026 06:11:07 GMT",  # a Last-Modified header
+        "Thu, 01 Jan 1970 00:00:00 GMT",
+        "1764655867",  # epoch seconds: left to botocore's parser
+        "Wed, 02 Dec 2026 06:11:07 +0200",
+    ],
+)
+def test_timestamps_read_as_botocore_reads_them(text: str) -> None:
+    parsed = _parse_timestamp(text)
+    assert parsed == DEFAULT_TIMESTAMP_PARSER(text)
+    assert parsed.utcoffset() == DEFAULT_TIMESTAMP_PARSER(text).utcoffset()
 
 
 def test_two_runs_on_one_connection_count_their_own_requests(

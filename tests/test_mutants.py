@@ -22,7 +22,7 @@ import pytest
 import s3common
 from ass3 import download, files, plan, reading, records, restore
 from ass3.model import FileDigest, FileProblem, LocalFile, RemoteObject, Seen
-from ass3.names import temporary_name, temporary_stem_of
+from ass3.names import temporary_name, temporary_random_part, temporary_stem_of
 
 WHEN = datetime(2026, 1, 1, tzinfo=timezone.utc)
 LOCAL = LocalFile("a", "/a", 10, 111, 0o644, 222, 333)
@@ -72,6 +72,14 @@ def test_a_temporarys_name_always_fits_in_255_bytes(length: int) -> None:
     temporary = temporary_name(name, "a" * 8)
     assert len(temporary.encode()) <= 255
     assert (temporary_stem_of(temporary) == name) is (length <= 235)
+
+
+def test_a_temporarys_random_part_has_the_shape_the_next_restore_knows() -> None:
+    parts = {temporary_random_part() for _ in range(200)}
+    assert all(temporary_stem_of(temporary_name("f", part)) == "f" for part in parts)
+    assert len(parts) == 200  # 36**8 names: a repeat here would be a broken draw
+    assert {len(part) for part in parts} == {8}
+    assert len(set("".join(parts))) == 36  # every character is used
 
 
 # --- ETags and deletion guards ---------------------------------------------------------------
@@ -219,7 +227,7 @@ def test_a_temporary_never_opens_a_file_already_at_its_name(
     never opened and written; every name taken, it gives up."""
     planted = tmp_path / temporary_name("f", "a" * 8)
     planted.write_bytes(b"keep")
-    monkeypatch.setattr(files.secrets, "choice", lambda chars: "a")
+    monkeypatch.setattr(files, "temporary_random_part", lambda: "a" * 8)
     folder = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         with pytest.raises(FileExistsError):
