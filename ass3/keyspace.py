@@ -152,7 +152,7 @@ def list_keys(
         return
     sources = None
     if split and not delimiter and contents:
-        sources = _cut(conn, bucket, prefix, contents[-1]["Key"], byte_order)
+        sources = _cut(conn, bucket, prefix, [item["Key"] for item in contents], byte_order)
     if sources is not None:
         pages.close()
         seen = set() if byte_order else {item["Key"] for item in contents}
@@ -171,11 +171,24 @@ def _pages(
     yield from paginator.paginate(Bucket=bucket, Prefix=prefix, **options, **conn.owner_args())
 
 
+def pages_ahead(first: Sequence[str], level: str, folders: Sequence[str]) -> float:
+    """A guess at how many pages follow the first page (the keys `first`) under `level`,
+    whose folders are `folders`: as many keys per folder still to come as the first page
+    held per folder it reached (the last one counted half, as it goes on)."""
+    under = [key for key in first if key.startswith(level)]
+    reached = {folder_of(key, level) for key in under} - {None}
+    per_folder = len(under) / max(len(reached) - 0.5, 0.5)
+    after = [name for name in folders if key_order(name) > key_order(first[-1])]
+    return (len(after) + 0.5) * per_folder / len(first)
+
+
 def _cut(
-    conn: Connection, bucket: str, prefix: str, last: str, byte_order: bool
+    conn: Connection, bucket: str, prefix: str, first: Sequence[str], byte_order: bool
 ) -> list[Source] | None:
-    """The keys after the first page (ending at `last`) as sources in key order; None
-    when no cut helps and the plain listing should go on."""
+    """The keys after the first page (the keys `first`) as sources in key order; None
+    when no cut helps and the plain listing should go on: when about a page is left, or
+    there are more folders than twice the pages left (off AWS)."""
+    last = first[-1]
     most = min(conn.workers, LISTING_THREADS) * RANGES_PER_THREAD
     files: list[ObjectTypeDef] = []
     level = prefix
@@ -201,8 +214,11 @@ def _cut(
         if len(folders) != 1:
             break
         level = folders[0]
-    if len(folders) > most:
-        return _ranges(prefix, last, folders, most) if byte_order else None
+    ahead = pages_ahead(first, level, folders)
+    if folders and ahead < 2:  # a page or so left: one after the other costs least
+        return None
+    if len(folders) > min(most, 2 * ahead + 2):
+        return _ranges(prefix, last, folders, min(most, max(2, int(ahead)))) if byte_order else None
     segments = [
         Segment(folder, after=last if byte_order and last.startswith(folder) else None)
         for folder in folders

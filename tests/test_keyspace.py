@@ -62,6 +62,20 @@ def test_a_range_holds_its_end_and_stops_after_it() -> None:
     assert not in_range("P/\u00e9", "P/z")  # UTF-8 bytes: 0xc3 > 'z'
 
 
+def test_pages_ahead_are_guessed_from_the_folders_the_first_page_reached() -> None:
+    """50,000 keys in 10 folders: the first page is all in the first folder, so many pages
+    follow and the listing is cut. 2,000 keys in 11 folders: the first page reached 6 of
+    them, so about one page follows, and one page after another costs least."""
+    tops = [f"P/d{number}/" for number in range(10)]
+    first = [f"P/d0/f{number:04d}" for number in range(1000)]
+    assert keyspace.pages_ahead(first, "P/", tops) == pytest.approx(19)
+    eleven = ["P/big/", *tops]
+    first = ["P/big/a", "P/big/b"] + [
+        f"P/d{number // 182}/f{number:04d}" for number in range(998)
+    ]  # big/, d0/ to d4/ whole, d5/ begun
+    assert keyspace.pages_ahead(first, "P/", eleven) < 2
+
+
 def test_folder_of_a_key() -> None:
     assert folder_of("P/a/b/c", "P/") == "P/a/"
     assert folder_of("P/a/b/c", "P/a/") == "P/a/b/"
