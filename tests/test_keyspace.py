@@ -344,6 +344,17 @@ def test_a_server_listing_in_its_own_order_still_gives_every_key_once(
             assert not [query for query in server.queries if "start-after" in query]
 
 
+def test_off_aws_a_first_page_across_many_folders_goes_on_page_by_page() -> None:
+    """Folders of a page or less: no look at the folders, one request per page."""
+    keys = [f"data/d{folder:02d}/f{file}" for folder in range(12) for file in range(2)]
+    server = OwnOrderServer(keys, key_order, page=6, folder_page=1000)
+    conn = Connection(endpoint_url="http://own-order.invalid", workers=4)
+    conn.client.meta.events.register("before-send.s3.ListObjectsV2", server)
+    listed = [item["Key"] for item in keyspace.list_keys(conn, "b", "data/", byte_order=False)]
+    assert listed == keys
+    assert [query.get("delimiter") for query in server.queries] == [None] * 4
+
+
 @pytest.mark.slow
 def test_off_aws_each_folder_is_its_own_prefix_listed_at_once(
     conn: Connection, bucket: str, small_pages: int
