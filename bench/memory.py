@@ -49,6 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peers import FAKE_CREDENTIALS, local_client
+
 REPO = Path(__file__).resolve().parent.parent
 BACKUP_SCRIPT = REPO / "ass3Backup.py"
 
@@ -62,12 +64,6 @@ MAX_FILE_BYTES = 64
 OLD_MTIME_NS = 1_577_836_800 * 10**9  # 2020-01-01T00:00:00Z
 FIXED_MIB = 100.0
 PER_FILE_KIB = 0.5
-FAKE_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
 SUMMARY = re.compile(r"\((\d+) requests, ([^)]*) read\)\s*$")
 
 
@@ -242,15 +238,7 @@ def stop_server(server: subprocess.Popen[str]) -> None:
 
 def verify_etags(endpoint: str, md5s: dict[str, str]) -> tuple[int, int]:
     """List the backup prefix over HTTP: (objects whose ETag is the file's MD5, objects)."""
-    import boto3
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=FAKE_CREDENTIALS["AWS_DEFAULT_REGION"],
-        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
+    client = local_client(endpoint)
     matched = listed = 0
     paginator = client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=BUCKET, Prefix=PREFIX + "/"):

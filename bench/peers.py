@@ -37,6 +37,19 @@ FAKE_CREDENTIALS = {
 }
 
 
+def local_client(endpoint: str) -> Any:
+    """A boto3 S3 client of the benchmark's own (set-up, checks), on the local server."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=FAKE_CREDENTIALS["AWS_DEFAULT_REGION"],
+        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
 def aws_command() -> str | None:
     """The `aws` installed beside this Python (the venv's, whose version is reported),
     else the first on PATH."""

@@ -58,7 +58,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 from dataset import (
     Dataset,
     compare_trees,
@@ -71,12 +70,12 @@ from dataset import (
 from latency_proxy import LatencyProxy
 from peers import (
     BUCKETS,
-    FAKE_CREDENTIALS,
     Job,
     available_tools,
     command_for,
     is_run_record,
     judge_backup,
+    local_client,
     rclone_version,
     remote_etags,
     run,
@@ -303,13 +302,7 @@ def run_repeat(
         with tempfile.TemporaryDirectory(prefix="ass3-bench-") as tmp:
             scratch = Path(tmp)
             data = generate(scratch / "src", args, rng)
-            client = boto3.client(
-                "s3",
-                endpoint_url=endpoint,
-                region_name=FAKE_CREDENTIALS["AWS_DEFAULT_REGION"],
-                aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            )
+            client = local_client(endpoint)
             for tool in tools:
                 if tool != "ass3":  # ass3 makes its own, counted
                     client.create_bucket(Bucket=BUCKETS[tool])

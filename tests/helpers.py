@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from botocore.awsrequest import AWSResponse
+
 import s3common
 from s3common import Connection
 
@@ -199,3 +201,22 @@ def start_python(
         text=True,
         preexec_fn=restore_defaults,
     )
+
+
+class _CannedBody:
+    """The raw body of a canned response: what botocore reads from a real one."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, **_: Any) -> Any:
+        yield self._data
+
+    def read(self, *_: Any, **__: Any) -> bytes:
+        data, self._data = self._data, b""
+        return data
+
+
+def canned_response(url: str, status: int, body: bytes, content_type: str) -> AWSResponse:
+    """An answer a before-send handler gives in place of the server's."""
+    return AWSResponse(url, status, {"Content-Type": content_type}, _CannedBody(body))  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ from botocore.exceptions import ClientError, ConnectionClosedError
 from helpers import (
     PROJECT,
     backup,
+    canned_response,
     count_calls,
     make_tree,
     open_uploads,
@@ -57,20 +58,6 @@ TEMP_GLOB = ".ass3-*"  # the tool's temporary names, and anything derived from t
 # --- Injecting faults -----------------------------------------------------------------------
 
 
-class _Body:
-    """The raw body of a canned response: what botocore reads from a real one."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    def stream(self, **_: Any) -> Any:
-        yield self._data
-
-    def read(self, *_: Any, **__: Any) -> bytes:
-        data, self._data = self._data, b""
-        return data
-
-
 def slow_down(request: Any) -> AWSResponse:
     """A 503 SlowDown answer, which the request never gets past.
 
@@ -83,7 +70,7 @@ def slow_down(request: Any) -> AWSResponse:
         b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
         b"<Message>Please reduce your request rate.</Message></Error>"
     )
-    return AWSResponse(url, 503, {"Content-Type": "application/xml"}, _Body(body))
+    return canned_response(url, 503, body, "application/xml")
 
 
 def drop_connection(request: Any) -> None:

@@ -9,13 +9,12 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
-from helpers import count_calls
+from helpers import canned_response, count_calls
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -291,19 +290,7 @@ class OwnOrderServer:
             f"<IsTruncated>{str(more).lower()}</IsTruncated>{token}{body}"
             "</ListBucketResult>"
         )
-        return AWSResponse(request.url, 200, {}, _Body(xml.encode()))  # type: ignore[arg-type]
-
-
-class _Body:
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    def stream(self, **_: Any) -> Iterator[bytes]:
-        yield self._data
-
-    def read(self, *_: Any, **__: Any) -> bytes:
-        data, self._data = self._data, b""
-        return data
+        return canned_response(request.url, 200, xml.encode(), "application/xml")
 
 
 ORDERS = {

@@ -14,22 +14,11 @@ from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse
-from helpers import Hook, make_tree
+from helpers import Hook, canned_response, make_tree
 
 import ass3Backup
 import s3common
 from s3common import Connection
-
-
-class _Body:
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    def stream(self, **_: Any) -> Any:
-        yield self._data
-
-    def read(self, *_: Any) -> bytes:
-        return self._data
 
 
 def answer(status: int, body: bytes, content_type: str) -> Any:
@@ -38,7 +27,7 @@ def answer(status: int, body: bytes, content_type: str) -> Any:
 
     def handler(request: Any, **_: Any) -> AWSResponse:
         url, request.url = request.url, "http://answered.invalid/"
-        return AWSResponse(url, status, {"Content-Type": content_type}, _Body(body))
+        return canned_response(url, status, body, content_type)
 
     return handler
 
