@@ -154,12 +154,22 @@ def list_keys(
     yield from contents
     if not first.get("IsTruncated"):
         return
+    listed = [item["Key"] for item in contents]
+    if not byte_order:
+        # Off AWS a cut lists whole folders again: worth it for 3 pages or more only, so
+        # the second page comes first (a backup of up to 2 pages costs what it always did).
+        second = next(pages, None)
+        more = second.get("Contents", []) if second else []
+        yield from more
+        if second is None or not second.get("IsTruncated"):
+            return
+        listed += [item["Key"] for item in more]
     sources = None
     if split and not delimiter and contents:
-        sources = _cut(conn, bucket, prefix, [item["Key"] for item in contents], byte_order)
+        sources = _cut(conn, bucket, prefix, listed, len(contents), byte_order)
     if sources is not None:
         pages.close()
-        seen = set() if byte_order else {item["Key"] for item in contents}
+        seen = set() if byte_order else set(listed)
         for item in _chained(conn, bucket, sources):
             if item["Key"] not in seen:
                 yield item
@@ -175,23 +185,28 @@ def _pages(
     yield from paginator.paginate(Bucket=bucket, Prefix=prefix, **options, **conn.owner_args())
 
 
-def pages_ahead(first: Sequence[str], level: str, folders: Sequence[str]) -> float:
-    """A guess at how many pages follow the first page (the keys `first`) under `level`,
-    whose folders are `folders`: as many keys per folder still to come as the first page
-    held per folder it reached (the last one counted half, as it goes on)."""
+def pages_ahead(first: Sequence[str], level: str, folders: Sequence[str], page: int) -> float:
+    """A guess at how many pages of `page` keys follow the keys listed so far (`first`)
+    under `level`, whose folders are `folders`: as many keys per folder still to come as
+    were listed per folder reached (the last one counted half, as it goes on)."""
     under = [key for key in first if key.startswith(level)]
     reached = {folder_of(key, level) for key in under} - {None}
     per_folder = len(under) / max(len(reached) - 0.5, 0.5)
     after = [name for name in folders if key_order(name) > key_order(first[-1])]
-    return (len(after) + 0.5) * per_folder / len(first)
+    return (len(after) + 0.5) * per_folder / page
 
 
 def _cut(
-    conn: Connection, bucket: str, prefix: str, first: Sequence[str], byte_order: bool
+    conn: Connection,
+    bucket: str,
+    prefix: str,
+    first: Sequence[str],
+    page_keys: int,
+    byte_order: bool,
 ) -> list[Source] | None:
-    """The keys after the first page (the keys `first`) as sources in key order; None
-    when no cut helps and the plain listing should go on: when about a page is left, or
-    there are more folders than twice the pages left (off AWS)."""
+    """The keys after those listed so far (`first`, pages of `page_keys` keys) as sources in
+    key order; None when no cut helps and the plain listing should go on: when about a
+    page is left, or there are more folders than twice the pages left (off AWS)."""
     last = first[-1]
     if not byte_order and len({folder_of(key, prefix) for key in first} - {None}) >= WIDE:
         return None  # the look at the folders would cost a round trip and find no cut
@@ -220,7 +235,7 @@ def _cut(
         if len(folders) != 1:
             break
         level = folders[0]
-    ahead = pages_ahead(first, level, folders)
+    ahead = pages_ahead(first, level, folders, page_keys)
     if folders and ahead < 2:  # a page or so left: one after the other costs least
         return None
     if len(folders) > min(most, 2 * ahead + 2):

@@ -67,12 +67,12 @@ def test_pages_ahead_are_guessed_from_the_folders_the_first_page_reached() -> No
     them, so about one page follows, and one page after another costs least."""
     tops = [f"P/d{number}/" for number in range(10)]
     first = [f"P/d0/f{number:04d}" for number in range(1000)]
-    assert keyspace.pages_ahead(first, "P/", tops) == pytest.approx(19)
+    assert keyspace.pages_ahead(first, "P/", tops, 1000) == pytest.approx(19)
     eleven = ["P/big/", *tops]
     first = ["P/big/a", "P/big/b"] + [
         f"P/d{number // 182}/f{number:04d}" for number in range(998)
     ]  # big/, d0/ to d4/ whole, d5/ begun
-    assert keyspace.pages_ahead(first, "P/", eleven) < 2
+    assert keyspace.pages_ahead(first, "P/", eleven, 1000) < 2
 
 
 def test_folder_of_a_key() -> None:
@@ -358,6 +358,19 @@ def test_off_aws_each_folder_is_its_own_prefix_listed_at_once(
     at_once = _most_at_once(conn)
     assert [item.key for item in list_remote(conn, bucket, "data")] == _in_key_order(keys)
     assert at_once["most"] >= 2
-    # The first page, the look at the folders, three pages for each folder of eight.
-    assert sorted(prefixes) == ["data/", "data//", *["data/d00/"] * 3, *["data/d01/"] * 3]
-    assert calls["ListObjectsV2"] == 1 + 1 + 3 * 2
+    # Two pages (a shorter listing is not cut), the look at the folders, three pages for
+    # each folder of eight.
+    folders = [*["data/d00/"] * 3, *["data/d01/"] * 3]
+    assert sorted(prefixes) == ["data/", "data/", "data//", *folders]
+    assert calls["ListObjectsV2"] == 2 + 1 + 3 * 2
+
+
+def test_off_aws_a_listing_of_two_pages_costs_its_two_requests() -> None:
+    """1,500 keys in one folder: no look at the folders, whose answer could not help."""
+    keys = [f"data/sub/f{number:02d}" for number in range(5)]
+    server = OwnOrderServer(keys, key_order, page=3, folder_page=1000)
+    conn = Connection(endpoint_url="http://own-order.invalid", workers=4)
+    conn.client.meta.events.register("before-send.s3.ListObjectsV2", server)
+    listed = [item["Key"] for item in keyspace.list_keys(conn, "b", "data/", byte_order=False)]
+    assert listed == keys
+    assert len(server.queries) == 2
